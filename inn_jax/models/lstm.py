@@ -1,0 +1,104 @@
+"""The paper's LSTM baseline: embed -> n_layers x LSTM -> head.
+
+Parameters are laid out and initialised as PyTorch's nn.LSTM (gates i, f, g, o; two biases; all
+U(+-1/sqrt(hidden))), so counts match: 4 * (in * hidden + hidden * hidden + 2 * hidden) per layer.
+Each layer computes its input-to-gates projection for every step in one large matmul; only the
+hidden-to-gates matmul runs inside `lax.scan`. When the embedding width differs from `hidden`, a
+bias-free projection hidden -> d_embed feeds the head (tied or not), since the head reads
+d_embed-wide vectors.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from inn_jax.nn import Embedder
+
+
+class LSTMCache(NamedTuple):
+  """Recurrent state of one layer, float32."""
+  h_BH: jax.Array
+  c_BH: jax.Array
+
+
+class LSTMLayer(nnx.Module):
+  """One LSTM layer over a whole sequence: x_BLI -> h_BLH."""
+
+  def __init__(self, d_in: int, hidden: int, *, scan_unroll: int = 1, dtype=jnp.float32,
+               rngs: nnx.Rngs):
+    bound = 1 / math.sqrt(hidden)
+    init = lambda *shape: nnx.Param(jax.random.uniform(rngs.params(), shape, minval=-bound,
+                                                       maxval=bound))
+    self.hidden, self.scan_unroll, self.dtype = hidden, scan_unroll, dtype
+    self.w_ih_IG = init(d_in, 4 * hidden)  # G = 4 * hidden, gates in PyTorch's order i, f, g, o.
+    self.w_hh_HG = init(hidden, 4 * hidden)
+    self.b_ih_G = init(4 * hidden)
+    self.b_hh_G = init(4 * hidden)
+
+  def init_cache(self, batch_size: int) -> LSTMCache:
+    zeros = jnp.zeros((batch_size, self.hidden), jnp.float32)
+    return LSTMCache(zeros, zeros)
+
+  def __call__(self, x_BLI, cache: LSTMCache):
+    xg_BLG = jnp.einsum("bli,ig->blg", x_BLI.astype(self.dtype),
+                        self.w_ih_IG[...].astype(self.dtype), preferred_element_type=jnp.float32)
+    xg_LBG = jnp.swapaxes(xg_BLG + self.b_ih_G[...] + self.b_hh_G[...], 0, 1)
+    w_hh_HG = self.w_hh_HG[...].astype(self.dtype)
+
+    def step(state, xg_BG):
+      h_BH, c_BH = state
+      g_BG = xg_BG + jnp.dot(h_BH.astype(self.dtype), w_hh_HG, preferred_element_type=jnp.float32)
+      i_BH, f_BH, g_BH, o_BH = jnp.split(g_BG, 4, axis=-1)
+      c_BH = jax.nn.sigmoid(f_BH) * c_BH + jax.nn.sigmoid(i_BH) * jnp.tanh(g_BH)
+      h_BH = jax.nn.sigmoid(o_BH) * jnp.tanh(c_BH)
+      return LSTMCache(h_BH, c_BH), h_BH
+
+    cache, h_LBH = jax.lax.scan(step, LSTMCache(*cache), xg_LBG, unroll=self.scan_unroll)
+    return jnp.swapaxes(h_LBH, 0, 1).astype(self.dtype), cache
+
+
+class LSTM(nnx.Module):
+  """embed -> n_layers x LSTM (dropout between layers, as nn.LSTM) -> [proj] -> head.
+
+  d_embed=None means d_embed = hidden (no projection; a tied head is then exactly the usual one).
+  Dropout acts only on the inputs of layers 2..n_layers (none with one layer), as nn.LSTM's.
+  scan_unroll is lax.scan's unroll of the time loop (a speed knob; results are unchanged).
+  """
+
+  def __init__(self, vocab_size: int, *, hidden: int = 512, n_layers: int = 3,
+               d_embed: int | None = None, dropout: float = 0.1, tie_embeddings: bool = True,
+               embed_init: str = "scaled", scan_unroll: int = 1, dtype=jnp.float32,
+               rngs: nnx.Rngs):
+    if n_layers < 1 or hidden < 1:
+      raise ValueError(f"LSTM: n_layers={n_layers} and hidden={hidden} must be >= 1.")
+    if not 0.0 <= dropout < 1.0:
+      raise ValueError(f"LSTM: dropout={dropout} must be in [0, 1).")
+    d_embed = hidden if d_embed is None else d_embed
+    self.embed = Embedder(vocab_size, d_embed, init=embed_init, tie=tie_embeddings, dtype=dtype,
+                          rngs=rngs)
+    self.layers = nnx.List([
+        LSTMLayer(d_embed if i == 0 else hidden, hidden, scan_unroll=scan_unroll, dtype=dtype,
+                  rngs=rngs) for i in range(n_layers)])
+    self.dropout = nnx.Dropout(dropout, rngs=rngs)
+    self.proj = (None if d_embed == hidden else
+                 nnx.Linear(hidden, d_embed, use_bias=False, dtype=dtype, rngs=rngs))
+
+  def init_cache(self, batch_size: int) -> list[LSTMCache]:
+    return [layer.init_cache(batch_size) for layer in self.layers]
+
+  def __call__(self, tokens_BL, *, cache=None, return_cache: bool = False):
+    x_BLD = self.embed.encode(tokens_BL)
+    cache = cache if cache is not None else self.init_cache(tokens_BL.shape[0])
+    new_cache = []
+    for i, (layer, layer_cache) in enumerate(zip(self.layers, cache)):
+      x_BLD, layer_cache = layer(self.dropout(x_BLD) if i else x_BLD, layer_cache)
+      new_cache.append(layer_cache)
+    if self.proj is not None:
+      x_BLD = self.proj(x_BLD)
+    logits_BLV = self.embed.decode(x_BLD)
+    return (logits_BLV, new_cache) if return_cache else logits_BLV

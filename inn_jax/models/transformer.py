@@ -1,0 +1,155 @@
+"""The paper's Transformer baseline: causal, sinusoidal positions, pre-LN blocks.
+
+    x = Embed(tokens) + Sinusoid(positions)
+    n_layers x [x = x + Drop(MHA(LN(x))); x = x + Drop(FFN(LN(x)))],  FFN = Linear-act-Linear
+    logits = Head(LN(x))
+
+Attention uses one fused QKV projection (with bias) and dropout on the attention weights, as
+PyTorch's nn.MultiheadAttention. The FFN activation is exact GELU by default ("relu" selectable).
+Dropout (one rate) acts on embeddings + positions, attention weights, the FFN hidden layer and
+both sub-layer outputs, as nn.TransformerEncoderLayer does.
+
+Decoding keeps a KV cache of `max_len` slots with a position counter: a call writes its keys and
+values at the counter and its queries see every slot at or before their own position, so chained
+calls equal one full call. A cache holds at most `max_len` positions: an eager call past it
+raises; under jit (counter traced) its logits are NaN.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from inn_jax.models.inn import NeuronNorm
+from inn_jax.nn import Embedder
+
+ACTIVATIONS = {"gelu": lambda x: jax.nn.gelu(x, approximate=False), "relu": jax.nn.relu}
+# PyTorch's default Linear init, U(+-1/sqrt(fan_in)).
+_torch_init = nnx.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
+
+
+class KVCache(NamedTuple):
+  """Keys and values of each layer for `max_len` positions; `pos` counts those already written."""
+  k_BTHK: tuple[jax.Array, ...]  # One per layer; T = max_len.
+  v_BTHK: tuple[jax.Array, ...]
+  pos: jax.Array  # int32 scalar.
+
+
+def sinusoid(positions_L, d_model: int):
+  """Vaswani et al.'s encoding: sin at even features, cos at odd ones."""
+  freqs_D2 = jnp.exp(jnp.arange(0, d_model, 2, dtype=jnp.float32) * (-math.log(1e4) / d_model))
+  angles_LD2 = positions_L.astype(jnp.float32)[:, None] * freqs_D2
+  return jnp.stack([jnp.sin(angles_LD2), jnp.cos(angles_LD2)], axis=-1).reshape(-1, d_model)
+
+
+class Attention(nnx.Module):
+  """Causal multi-head self-attention that reads and extends a layer's KV cache."""
+
+  def __init__(self, d_model: int, n_heads: int, dropout: float, *, dtype, rngs: nnx.Rngs):
+    self.n_heads, self.dtype = n_heads, dtype
+    self.qkv = nnx.Linear(d_model, 3 * d_model, dtype=dtype, rngs=rngs,
+                          kernel_init=nnx.initializers.xavier_uniform())
+    self.out = nnx.Linear(d_model, d_model, dtype=dtype, rngs=rngs, kernel_init=_torch_init)
+    self.dropout = nnx.Dropout(dropout, rngs=rngs)
+
+  def __call__(self, x_BLD, k_BTHK, v_BTHK, pos):
+    """Writes this call's keys/values at `pos` (if a cache is given) and attends causally."""
+    batch, length, width = x_BLD.shape
+    qkv = self.qkv(x_BLD).reshape(batch, length, 3, self.n_heads, width // self.n_heads)
+    q_BLHK, k_BLHK, v_BLHK = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+    if k_BTHK is None:  # No cache: keys are this call's, at positions 0..L-1.
+      k_BTHK, v_BTHK = k_BLHK, v_BLHK
+    else:
+      at = (0, pos, 0, 0)
+      k_BTHK = jax.lax.dynamic_update_slice(k_BTHK, k_BLHK.astype(k_BTHK.dtype), at)
+      v_BTHK = jax.lax.dynamic_update_slice(v_BTHK, v_BLHK.astype(v_BTHK.dtype), at)
+    logits_BHLT = jnp.einsum("blhk,bthk->bhlt", q_BLHK, k_BTHK.astype(self.dtype),
+                             preferred_element_type=jnp.float32) * (width // self.n_heads) ** -0.5
+    seen_LT = jnp.arange(k_BTHK.shape[1])[None, :] <= (pos + jnp.arange(length))[:, None]
+    # Masked entries get probability exactly 0 (exp(-inf)); every row sees at least itself.
+    w_BHLT = jax.nn.softmax(jnp.where(seen_LT, logits_BHLT, -jnp.inf), axis=-1)
+    w_BHLT = self.dropout(w_BHLT).astype(self.dtype)
+    o_BLHK = jnp.einsum("bhlt,bthk->blhk", w_BHLT, v_BTHK.astype(self.dtype))
+    return self.out(o_BLHK.reshape(batch, length, width)), k_BTHK, v_BTHK
+
+
+class Block(nnx.Module):
+  """x + Drop(MHA(LN(x))), then x + Drop(FFN(LN(x)))."""
+
+  def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float, activation: str, *,
+               dtype, rngs: nnx.Rngs):
+    self.attn_norm = NeuronNorm(d_model)
+    self.attn = Attention(d_model, n_heads, dropout, dtype=dtype, rngs=rngs)
+    self.ffn_norm = NeuronNorm(d_model)
+    self.ffn_in = nnx.Linear(d_model, d_ff, dtype=dtype, rngs=rngs, kernel_init=_torch_init)
+    self.ffn_out = nnx.Linear(d_ff, d_model, dtype=dtype, rngs=rngs, kernel_init=_torch_init)
+    self.act = ACTIVATIONS[activation]
+    self.dropout = nnx.Dropout(dropout, rngs=rngs)
+
+  def __call__(self, x_BLD, k_BTHK, v_BTHK, pos):
+    a_BLD, k_BTHK, v_BTHK = self.attn(self.attn_norm(x_BLD), k_BTHK, v_BTHK, pos)
+    x_BLD = x_BLD + self.dropout(a_BLD)
+    f_BLD = self.ffn_out(self.dropout(self.act(self.ffn_in(self.ffn_norm(x_BLD)))))
+    return x_BLD + self.dropout(f_BLD), k_BTHK, v_BTHK
+
+
+class Transformer(nnx.Module):
+  """Causal pre-LN Transformer with sinusoidal positions: tokens_BL -> logits_BLV."""
+
+  def __init__(self, vocab_size: int, *, d_model: int = 256, n_layers: int = 6, n_heads: int = 4,
+               d_ff: int = 1024, dropout: float = 0.1, activation: str = "gelu",
+               max_len: int = 1024, tie_embeddings: bool = True, embed_init: str = "scaled",
+               dtype=jnp.float32, rngs: nnx.Rngs):
+    if d_model % n_heads or d_model % 2:
+      raise ValueError(f"Transformer: d_model={d_model} must be even and divisible by "
+                       f"n_heads={n_heads}.")
+    if activation not in ACTIVATIONS:
+      raise ValueError(f"Transformer: activation={activation!r} is not one of "
+                       f"{sorted(ACTIVATIONS)}.")
+    if not 0.0 <= dropout < 1.0:
+      raise ValueError(f"Transformer: dropout={dropout} must be in [0, 1).")
+    self.d_model, self.n_heads, self.max_len, self.dtype = d_model, n_heads, max_len, dtype
+    self.embed = Embedder(vocab_size, d_model, init=embed_init, tie=tie_embeddings, dtype=dtype,
+                          rngs=rngs)
+    self.dropout = nnx.Dropout(dropout, rngs=rngs)
+    self.blocks = nnx.List([Block(d_model, n_heads, d_ff, dropout, activation, dtype=dtype,
+                                  rngs=rngs) for _ in range(n_layers)])
+    self.final_norm = NeuronNorm(d_model)
+
+  def init_cache(self, batch_size: int, max_len: int | None = None) -> KVCache:
+    max_len = self.max_len if max_len is None else max_len
+    zeros = lambda: tuple(jnp.zeros((batch_size, max_len, self.n_heads,
+                                     self.d_model // self.n_heads), self.dtype)
+                          for _ in self.blocks)
+    return KVCache(zeros(), zeros(), jnp.zeros((), jnp.int32))
+
+  def __call__(self, tokens_BL, *, cache: KVCache | None = None, return_cache: bool = False):
+    batch, length = tokens_BL.shape
+    if cache is None and return_cache:
+      cache = self.init_cache(batch)
+    limit = self.max_len if cache is None else cache.k_BTHK[0].shape[1]
+    pos = 0 if cache is None else cache.pos
+    traced = isinstance(pos, jax.core.Tracer)
+    end = length if traced else int(pos) + length
+    if end > limit:
+      raise ValueError(f"Transformer: positions up to {end} exceed max_len={limit}; raise the "
+                       "model's max_len (or pass max_len to init_cache).")
+    x_BLD = self.embed.encode(tokens_BL)
+    x_BLD = self.dropout(x_BLD + sinusoid(pos + jnp.arange(length), self.d_model).astype(
+        x_BLD.dtype))
+    ks, vs = [], []
+    for i, block in enumerate(self.blocks):
+      k_BTHK, v_BTHK = (None, None) if cache is None else (cache.k_BTHK[i], cache.v_BTHK[i])
+      x_BLD, k_BTHK, v_BTHK = block(x_BLD, k_BTHK, v_BTHK, pos)
+      ks.append(k_BTHK)
+      vs.append(v_BTHK)
+    logits_BLV = self.embed.decode(self.final_norm(x_BLD))
+    if traced:  # Past the end dynamic_update_slice would clamp silently: make it loud instead.
+      logits_BLV = jnp.where(pos + length > limit, jnp.nan, logits_BLV)
+    if not return_cache:
+      return logits_BLV
+    return logits_BLV, KVCache(tuple(ks), tuple(vs), pos + length)

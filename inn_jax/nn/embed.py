@@ -1,0 +1,41 @@
+"""Token embedding and output head (tied or untied), shared by every model."""
+
+import math
+
+import jax.numpy as jnp
+from flax import nnx
+
+EMBED_INITS = ("scaled", "normal")
+
+
+class Embedder(nnx.Module):
+  """Maps tokens to vectors (`encode`) and vectors to logits (`decode`).
+
+  init="normal" is the paper's code: table ~ N(0, 1) used as is, so a tied head starts with logits
+  of standard deviation ~sqrt(D) and an initial loss far above ln V. init="scaled" (our default)
+  draws the table ~ N(0, 1/D) and multiplies the lookup by sqrt(D) (as Gemma does): inputs keep
+  unit scale; the untied head (our default) starts near-uniform, so the initial loss is ~ln V. A tied
+  head with a residual stream that carries the input embedding favours predicting the input token.
+  """
+
+  def __init__(self, vocab_size: int, d_model: int, *, init: str = "scaled", tie: bool = True,
+               head_bias: bool = True, dtype=jnp.float32, rngs: nnx.Rngs):
+    if init not in EMBED_INITS:
+      raise ValueError(f"embed_init={init!r} is not one of {EMBED_INITS}.")
+    std = 1.0 if init == "normal" else d_model ** -0.5
+    self.scale = 1.0 if init == "normal" else math.sqrt(d_model)
+    self.dtype = dtype
+    self.table_VD = nnx.Param(nnx.initializers.normal(std)(rngs.params(), (vocab_size, d_model)))
+    # An untied head starts small (logits ~ N(0, 0.1^2)) so the first loss is ~ln V.
+    self.head_DV = None if tie else nnx.Param(
+        nnx.initializers.normal(0.1 * d_model ** -0.5)(rngs.params(), (d_model, vocab_size)))
+    self.bias_V = nnx.Param(jnp.zeros((vocab_size,))) if head_bias else None
+
+  def encode(self, tokens_BL):
+    return (self.table_VD[...][tokens_BL] * self.scale).astype(self.dtype)
+
+  def decode(self, x_BLD):
+    w_DV = self.table_VD[...].T if self.head_DV is None else self.head_DV[...]
+    logits_BLV = jnp.einsum("bld,dv->blv", x_BLD.astype(self.dtype), w_DV.astype(self.dtype),
+                            preferred_element_type=jnp.float32)
+    return logits_BLV if self.bias_V is None else logits_BLV + self.bias_V[...]

@@ -1,0 +1,179 @@
+"""selective_scan: every method against a float64 NumPy loop and against each other."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from inn_jax.ops import selective_scan
+
+XLA_METHODS = ("sequential", "associative", "chunked")
+
+
+def make_inputs(batch=2, length=7, width=5, state=3, seed=0, dtype=jnp.float32):
+  ks = jax.random.split(jax.random.key(seed), 9)
+  n = lambda k, s, scale=1.0: (scale * jax.random.normal(k, s)).astype(dtype)
+  return dict(
+      u=n(ks[0], (batch, length, width)), delta=n(ks[1], (batch, length, width), 0.5),
+      A=-jnp.exp(n(ks[2], (width, state), 0.5)).astype(jnp.float32),
+      B=n(ks[3], (batch, length, state)), C=n(ks[4], (batch, length, state)),
+      D=n(ks[5], (width,)), z=n(ks[6], (batch, length, width)), delta_bias=n(ks[7], (width,), 0.3),
+      h0=n(ks[8], (batch, width, state)).astype(jnp.float32))
+
+
+def numpy_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, h0=None):
+  """The definition, one step at a time, in float64."""
+  f = lambda x: None if x is None else np.asarray(x, np.float64)
+  u, delta, A, B, C, D, z, delta_bias, h0 = map(f, (u, delta, A, B, C, D, z, delta_bias, h0))
+  batch, length, width = u.shape
+  dt = delta + (0 if delta_bias is None else delta_bias)
+  if delta_softplus:
+    dt = np.log1p(np.exp(dt))
+  h = np.zeros((batch, width, A.shape[1])) if h0 is None else h0.copy()
+  y = np.zeros_like(u)
+  for t in range(length):
+    h = np.exp(dt[:, t, :, None] * A) * h + (dt[:, t] * u[:, t])[:, :, None] * B[:, t, None, :]
+    y[:, t] = (h * C[:, t, None, :]).sum(-1)
+  if D is not None:
+    y = y + D * u
+  if z is not None:
+    y = y * z / (1 + np.exp(-z))
+  return y, h
+
+
+def run(method, inp, **kw):
+  args = {k: inp[k] for k in ("u", "delta", "A", "B", "C")}
+  return selective_scan(**args, **kw, method=method, chunk_size=4)
+
+
+@pytest.mark.parametrize("method", XLA_METHODS)
+@pytest.mark.parametrize("length", [1, 7, 13])
+@pytest.mark.parametrize("full", [True, False])
+def test_forward_matches_numpy(method, length, full):
+  inp = make_inputs(length=length)
+  opt = dict(D=inp["D"], z=inp["z"], delta_bias=inp["delta_bias"], delta_softplus=True,
+             h0=inp["h0"]) if full else {}
+  y, h = run(method, inp, return_state=True, **opt)
+  y_ref, h_ref = numpy_scan(*(inp[k] for k in ("u", "delta", "A", "B", "C")), **opt)
+  if not full:  # Without softplus, dt may be negative: exp(dt*A) grows; still well-defined.
+    assert np.isfinite(y_ref).all()
+  # float32 rounding accumulates over <= 13 steps of O(1) values: 1e-5 relative is ~100 ulps.
+  scale = np.abs(y_ref).max()
+  np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5 * scale)
+  np.testing.assert_allclose(h, h_ref, rtol=1e-5, atol=1e-5 * np.abs(h_ref).max())
+  assert h.dtype == jnp.float32
+
+
+def loss_fn(method, keys):
+  def f(args):
+    y, h = selective_scan(args["u"], args["delta"], args["A"], args["B"], args["C"], args["D"],
+                          args["z"], args["delta_bias"], True, h0=args["h0"], return_state=True,
+                          method=method, chunk_size=4)
+    w_y = jnp.sin(jnp.arange(y.size, dtype=jnp.float32)).reshape(y.shape)
+    w_h = jnp.cos(jnp.arange(h.size, dtype=jnp.float32)).reshape(h.shape)
+    return (y * w_y).sum() + (h * w_h).sum()
+  return f
+
+
+@pytest.mark.parametrize("method", ["associative", "chunked"])
+@pytest.mark.parametrize("length", [1, 7, 13])
+def test_gradients_match_sequential(method, length):
+  inp = make_inputs(length=length)
+  g = jax.grad(loss_fn(method, inp))(inp)
+  g_ref = jax.grad(loss_fn("sequential", inp))(inp)
+  assert set(g) == set(inp)
+  for k in inp:
+    scale = np.abs(g_ref[k]).max()
+    assert scale > 0, k
+    np.testing.assert_allclose(g[k], g_ref[k], rtol=1e-4, atol=1e-5 * scale, err_msg=k)
+
+
+def test_sequential_gradient_matches_numpy_finite_differences():
+  """Directional derivatives of the float64 NumPy loop check the reference's gradients."""
+  inp = make_inputs(length=6)
+  g = jax.grad(loss_fn("sequential", inp))(inp)
+
+  def np_loss(args):
+    y, h = numpy_scan(args["u"], args["delta"], args["A"], args["B"], args["C"], args["D"],
+                      args["z"], args["delta_bias"], True, args["h0"])
+    w_y = np.sin(np.arange(y.size, dtype=np.float32)).reshape(y.shape)
+    w_h = np.cos(np.arange(h.size, dtype=np.float32)).reshape(h.shape)
+    return (y * w_y).sum() + (h * w_h).sum()
+
+  rng = np.random.default_rng(0)
+  base = {k: np.asarray(v, np.float64) for k, v in inp.items()}
+  for k in inp:
+    v = rng.standard_normal(base[k].shape)
+    eps = 1e-6
+    plus = dict(base, **{k: base[k] + eps * v})
+    minus = dict(base, **{k: base[k] - eps * v})
+    fd = (np_loss(plus) - np_loss(minus)) / (2 * eps)
+    ad = float((np.asarray(g[k], np.float64) * v).sum())
+    # Central differences in float64 are accurate to ~1e-8; the gap is float32 autodiff rounding.
+    assert abs(ad - fd) <= 1e-4 * max(1.0, abs(fd)), (k, ad, fd)
+
+
+@pytest.mark.parametrize("method", XLA_METHODS)
+def test_bfloat16_inputs(method):
+  inp = make_inputs(length=13, dtype=jnp.bfloat16)
+  y, h = run(method, inp, D=inp["D"], z=inp["z"], delta_bias=inp["delta_bias"],
+             delta_softplus=True, h0=inp["h0"], return_state=True)
+  assert y.dtype == jnp.bfloat16 and h.dtype == jnp.float32
+  y_ref, h_ref = numpy_scan(*(inp[k] for k in ("u", "delta", "A", "B", "C")), inp["D"], inp["z"],
+                            inp["delta_bias"], True, inp["h0"])
+  # Same bf16 inputs, float32 arithmetic: the state is float32-exact to ~1e-5; y is rounded to
+  # bf16 once at the end (relative error <= 2^-9), so allow 2^-8 relative.
+  np.testing.assert_allclose(h, h_ref, rtol=1e-5, atol=1e-5 * np.abs(h_ref).max())
+  np.testing.assert_allclose(np.asarray(y, np.float64), y_ref, rtol=2 ** -8,
+                             atol=1e-5 * np.abs(y_ref).max())
+
+
+def test_chunk_sizes_agree_and_state_continues():
+  """Two chained calls through h0 equal one call: the state carries across boundaries."""
+  inp = make_inputs(length=13)
+  args = [inp[k] for k in ("u", "delta", "A", "B", "C")]
+  kw = dict(delta_softplus=True, return_state=True, method="chunked", chunk_size=5)
+  y_full, h_full = selective_scan(*args, **kw)
+  cut = 6
+  first = [a[:, :cut] if a.ndim == 3 else a for a in args]
+  second = [a[:, cut:] if a.ndim == 3 else a for a in args]
+  y1, h1 = selective_scan(*first, **kw)
+  y2, h2 = selective_scan(*second, h0=h1, **kw)
+  np.testing.assert_allclose(jnp.concatenate([y1, y2], 1), y_full, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(h2, h_full, rtol=1e-5, atol=1e-6)
+
+
+def test_vmap_over_neurons():
+  inp = make_inputs(length=7)
+  stack = lambda x: jnp.stack([x, 2 * x])
+  f = lambda u: selective_scan(u, inp["delta"], inp["A"], inp["B"], inp["C"], method="chunked",
+                               chunk_size=4)
+  y = jax.vmap(f)(stack(inp["u"]))
+  np.testing.assert_allclose(y[1], f(2 * inp["u"]), rtol=1e-6, atol=1e-6)
+
+
+def test_chunked_memory_is_bounded():
+  """At L=2048 the chunked fwd+bwd needs at most a quarter of the associative scan's temp memory."""
+  inp = make_inputs(batch=2, length=2048, width=16, state=16)
+
+  def temp_bytes(method):
+    def f(u, delta, B, C):
+      return selective_scan(u, delta, inp["A"], B, C, method=method, chunk_size=64).sum()
+    g = jax.jit(jax.grad(f, argnums=(0, 1, 2, 3)))
+    compiled = g.lower(inp["u"], inp["delta"], inp["B"], inp["C"]).compile()
+    return compiled.memory_analysis().temp_size_in_bytes
+
+  chunked, assoc = temp_bytes("chunked"), temp_bytes("associative")
+  assert chunked * 4 <= assoc, (chunked, assoc)
+
+
+@pytest.mark.parametrize("bad,match", [
+    (dict(method="cuda"), "method='cuda' is not one of"),
+    (dict(chunk_size=0), "chunk_size must be a positive int"),
+    (dict(D=jnp.ones(4)), r"D must have shape \(5,\)"),
+    (dict(h0=jnp.ones((2, 5, 2))), r"h0 must have shape \(2, 5, 3\)"),
+])
+def test_bad_input_names_the_problem(bad, match):
+  inp = make_inputs()
+  with pytest.raises(ValueError, match=match):
+    selective_scan(inp["u"], inp["delta"], inp["A"], inp["B"], inp["C"], **bad)
