@@ -35,9 +35,8 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
   if method == "auto":
     method = auto_method()
   if method == "pallas":
-    from inn_jax.ops import pallas_scan  # Imported lazily: Pallas is only needed on this path.
-    return pallas_scan.selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
-                                      h0=h0, return_state=return_state)
+    return _pallas_per_shard(u, delta, A, B, C, D, z, delta_bias, delta_softplus, h0,
+                             return_state)
   f32 = jnp.float32
   dt_BLE = delta.astype(f32)
   if delta_bias is not None:
@@ -62,6 +61,32 @@ def auto_method() -> str:
   """The fastest path for the default backend."""
   from inn_jax.ops import pallas_scan
   return "pallas" if pallas_scan.is_supported() else "chunked"
+
+
+def _pallas_per_shard(u, delta, A, B, C, D, z, delta_bias, delta_softplus, h0, return_state):
+  """The kernel on each device's rows: XLA cannot partition a custom call by itself."""
+  from inn_jax.ops import pallas_scan  # Imported lazily: Pallas is only needed on this path.
+  from inn_jax.sharding import MESH_AXES
+  rows = {"u": u, "delta": delta, "B": B, "C": C, "z": z, "h0": h0}
+  rows = {k: v for k, v in rows.items() if v is not None}
+  shared = {k: v for k, v in {"A": A, "D": D, "delta_bias": delta_bias}.items() if v is not None}
+
+  def kernel(rows, shared):
+    return pallas_scan.selective_scan(**rows, **shared, delta_softplus=delta_softplus,
+                                      return_state=return_state)
+
+  mesh = jax.sharding.get_abstract_mesh()
+  axes = tuple(a for a in MESH_AXES if not mesh.empty and a in mesh.axis_names)
+  shards = 1
+  for a in axes:
+    shards *= mesh.shape[a]
+  if shards == 1 or u.shape[0] % shards:
+    return kernel(rows, shared)
+  spec = jax.sharding.PartitionSpec(axes)
+  out_specs = (spec, spec) if return_state else spec
+  return jax.shard_map(kernel, in_specs=({k: spec for k in rows}, {k: jax.sharding.PartitionSpec()
+                                                                    for k in shared}),
+                       out_specs=out_specs, check_vma=False)(rows, shared)
 
 
 def _sequential(u_BLE, dt_BLE, A_ES, B_BLS, C_BLS, h_BES):
