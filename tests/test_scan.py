@@ -7,7 +7,7 @@ import pytest
 
 from inn_jax.ops import selective_scan
 
-XLA_METHODS = ("sequential", "associative", "chunked")
+XLA_METHODS = ("sequential", "associative", "chunked", "chunked_sequential")
 
 
 def make_inputs(batch=2, length=7, width=5, state=3, seed=0, dtype=jnp.float32):
@@ -75,7 +75,7 @@ def loss_fn(method, keys):
   return f
 
 
-@pytest.mark.parametrize("method", ["associative", "chunked"])
+@pytest.mark.parametrize("method", ["associative", "chunked", "chunked_sequential"])
 @pytest.mark.parametrize("length", [1, 7, 13])
 def test_gradients_match_sequential(method, length):
   inp = make_inputs(length=length)
@@ -163,8 +163,9 @@ def test_chunked_memory_is_bounded():
     compiled = g.lower(inp["u"], inp["delta"], inp["B"], inp["C"]).compile()
     return compiled.memory_analysis().temp_size_in_bytes
 
-  chunked, assoc = temp_bytes("chunked"), temp_bytes("associative")
-  assert chunked * 4 <= assoc, (chunked, assoc)
+  assoc = temp_bytes("associative")
+  for method in ("chunked", "chunked_sequential"):
+    assert temp_bytes(method) * 4 <= assoc, (method, temp_bytes(method), assoc)
 
 
 @pytest.mark.parametrize("bad,match", [

@@ -13,8 +13,10 @@ Methods, all differentiable and equal up to float32 rounding:
   associative  lax.associative_scan over the whole length; O(B L E S) memory, log-depth.
   chunked      lax.scan over chunks carrying the state, associative inside each chunk, each
                chunk rematerialised in the backward pass: memory grows with the chunk, not L.
+  chunked_sequential  the same chunks, sequential inside: the least work and memory traffic,
+               the fastest XLA path on CPU (3-4x "chunked" at the paper's shapes).
   pallas       the fused GPU kernel (inn_jax.ops.pallas_scan).
-  auto         pallas on a GPU the kernel supports, chunked elsewhere.
+  auto         pallas on a GPU the kernel supports, chunked_sequential on CPU, chunked elsewhere.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-METHODS = ("auto", "sequential", "associative", "chunked", "pallas")
+METHODS = ("auto", "sequential", "associative", "chunked", "chunked_sequential", "pallas")
 _HI = jax.lax.Precision.HIGHEST
 
 
@@ -47,7 +49,9 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
   batch, _, width = u.shape
   h_BES = (jnp.zeros((batch, width, A.shape[1]), f32) if h0 is None else h0.astype(f32))
   core = {"sequential": _sequential, "associative": _associative,
-          "chunked": functools.partial(_chunked, chunk_size=chunk_size)}[method]
+          "chunked": functools.partial(_chunked, chunk_size=chunk_size, inner=_associative),
+          "chunked_sequential": functools.partial(_chunked, chunk_size=chunk_size,
+                                                  inner=_sequential)}[method]
   y_BLE, h_BES = core(u_BLE, dt_BLE, A.astype(f32), B.astype(f32), C.astype(f32), h_BES)
   if D is not None:
     y_BLE = y_BLE + D.astype(f32) * u_BLE
@@ -60,7 +64,9 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
 def auto_method() -> str:
   """The fastest path for the default backend."""
   from inn_jax.ops import pallas_scan
-  return "pallas" if pallas_scan.is_supported() else "chunked"
+  if pallas_scan.is_supported():
+    return "pallas"
+  return "chunked_sequential" if jax.default_backend() == "cpu" else "chunked"
 
 
 def _pallas_per_shard(u, delta, A, B, C, D, z, delta_bias, delta_softplus, h0, return_state):
@@ -115,7 +121,7 @@ def _associative(u_BLE, dt_BLE, A_ES, B_BLS, C_BLS, h_BES):
   return y_BLE, hs_BLES[:, -1]
 
 
-def _chunked(u_BLE, dt_BLE, A_ES, B_BLS, C_BLS, h_BES, *, chunk_size):
+def _chunked(u_BLE, dt_BLE, A_ES, B_BLS, C_BLS, h_BES, *, chunk_size, inner):
   batch, length, _ = u_BLE.shape
   chunk = min(chunk_size, length)
   n_chunks = -(-length // chunk)
@@ -127,7 +133,7 @@ def _chunked(u_BLE, dt_BLE, A_ES, B_BLS, C_BLS, h_BES, *, chunk_size):
 
   @jax.checkpoint
   def body(h_BES, xs):
-    y_BTE, h_BES = _associative(*xs[:2], A_ES, *xs[2:], h_BES)
+    y_BTE, h_BES = inner(*xs[:2], A_ES, *xs[2:], h_BES)
     return h_BES, y_BTE
 
   h_BES, y_CBTE = jax.lax.scan(body, h_BES, [split(x) for x in (u_BLE, dt_BLE, B_BLS, C_BLS)])
