@@ -3,6 +3,9 @@
   python benchmarks/gpu_scan.py                 # one GPU, under 5 minutes
   python benchmarks/gpu_scan.py --tiny          # CPU smoke run: tiny shapes, Pallas interpret mode
 
+The fused kernel is timed per Pallas backend: pallas_mosaic (Mosaic GPU, sm_90+) and pallas_triton
+(Triton, sm_80+); a backend the GPU lacks is recorded as an error.
+
 For each shape, method and pass (forward; forward + backward) it reports the median time, the
 bytes the pass must move at least (every input read once, every output written once) and that
 over the time, against the device's HBM peak. Then the INN's training-step tokens/s with each
@@ -13,6 +16,7 @@ always ends with a JSON file, rewritten after every measurement.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import pathlib
@@ -29,7 +33,7 @@ import numpy as np  # noqa: E402
 
 from inn_jax.ops import pallas_scan, scan  # noqa: E402
 
-METHODS = ("pallas", "chunked", "associative", "sequential")
+METHODS = ("pallas_mosaic", "pallas_triton", "chunked", "associative", "sequential")
 # Peak HBM bandwidth (bytes/s) by device-kind substring, from the vendors' data sheets (SXM).
 PEAK_HBM = {"H200": 4.8e12, "H100": 3.35e12, "B200": 8.0e12, "A100": 2.0e12, "L40": 0.864e12,
             "L4": 0.3e12, "A10": 0.6e12}
@@ -37,8 +41,15 @@ PEAK_HBM = {"H200": 4.8e12, "H100": 3.35e12, "B200": 8.0e12, "A100": 2.0e12, "L4
 # sequence with the batch cut to 2 x 32 so that the associative scan's (B, L, E, S) tensors fit.
 SHAPES = [("paper_L256", 512, 256, 512, 16), ("long_L2048", 64, 2048, 512, 16)]
 TINY_SHAPES = [("tiny_L16", 2, 16, 8, 4), ("tiny_L40", 2, 40, 8, 4)]
-# Kernel variants timed at the first shape: (block_e, num_warps) pairs for (forward, backward).
-PALLAS_VARIANTS = [((32, 16), (2, 2)), ((64, 32), (4, 4)), ((128, 64), (8, 4)), ((64, 32), (8, 8))]
+# Kernel variants timed at the first shape, per backend. Mosaic: chunk (steps per saved state
+# and backward tile) and forward tile. Triton: (block_e, num_warps) for (forward, backward).
+PALLAS_VARIANTS = [
+    ("pallas_mosaic", dict(chunk=4, tile=16)), ("pallas_mosaic", dict(chunk=8, tile=32)),
+    ("pallas_mosaic", dict(chunk=16, tile=16)), ("pallas_mosaic", dict(chunk=8, tile=64)),
+    ("pallas_triton", dict(block_e=(32, 16), num_warps=(2, 2))),
+    ("pallas_triton", dict(block_e=(64, 32), num_warps=(4, 4))),
+    ("pallas_triton", dict(block_e=(128, 64), num_warps=(8, 4))),
+    ("pallas_triton", dict(block_e=(64, 32), num_warps=(8, 8)))]
 VOCAB = 27  # text8's characters.
 
 
@@ -92,11 +103,27 @@ def time_scan(scan_fn, args, reps, peak):
 
 
 def scan_fn_for(method, **pallas_kw):
+  """selective_scan(inputs) with one method; pallas_<backend> picks the Pallas backend."""
   def f(a):
-    if pallas_kw:
-      return pallas_scan.selective_scan(**a, delta_softplus=True, **pallas_kw)
+    if method.startswith("pallas_"):
+      return pallas_scan.selective_scan(**a, delta_softplus=True, backend=method[7:],
+                                        **pallas_kw)
     return scan.selective_scan(**a, delta_softplus=True, method=method)
   return f
+
+
+@contextlib.contextmanager
+def pallas_backend(method):
+  """Within: scan's method="pallas" (the models' path) runs method's Pallas backend."""
+  if not method.startswith("pallas_"):
+    yield method
+    return
+  saved = pallas_scan.default_backend
+  pallas_scan.default_backend = lambda: method[7:]
+  try:
+    yield "pallas"
+  finally:
+    pallas_scan.default_backend = saved
 
 
 def model_tokens_per_s(method, dtype, tiny, reps):
@@ -148,7 +175,8 @@ def main(argv=None):
   report = dict(
       device=device.device_kind, backend=jax.default_backend(), jax=jax.__version__,
       python=platform.python_version(), dtype=flags.dtype, tiny=flags.tiny, reps=reps,
-      pallas_supported=pallas_scan.is_supported(), pallas_interpret=jax.default_backend() != "gpu",
+      pallas_default_backend=pallas_scan.default_backend(),
+      pallas_interpret=jax.default_backend() != "gpu",
       peak_hbm_bytes_per_s=peak,
       bytes_model=("forward: inputs + y; forward_backward: forward + inputs + dy + grads "
                    "(each array moved once: a lower bound, so gbytes_per_s is effective)"),
@@ -179,13 +207,16 @@ def main(argv=None):
           **time_scan(scan_fn_for(method), args, reps, peak)))
     if i == 0:  # The INN step right after the paper shape: the figure the issue asks first.
       for method in METHODS:
-        run("inn_train_step", method, lambda: model_tokens_per_s(method, dtype, flags.tiny, reps))
+        def step_figures():
+          with pallas_backend(method) as scan_method:
+            return model_tokens_per_s(scan_method, dtype, flags.tiny, reps)
+        run("inn_train_step", method, step_figures)
   name, *shape = shapes[0]
   args = scan_inputs(*shape, dtype, key)
-  for block_e, num_warps in PALLAS_VARIANTS:
-    run("pallas_variants", f"{name}/block_e={block_e}/num_warps={num_warps}",
-        lambda: time_scan(scan_fn_for("pallas", block_e=block_e, num_warps=num_warps),
-                          args, reps, peak))
+  for method, kw in PALLAS_VARIANTS:
+    label = "/".join(f"{k}={v}" for k, v in kw.items())
+    run("pallas_variants", f"{name}/{method}/{label}",
+        lambda: time_scan(scan_fn_for(method, **kw), args, reps, peak))
   out.write_text(json.dumps(report, indent=1))
   print(f"wrote {out} in {time.perf_counter() - start:.0f} s")
 

@@ -1,4 +1,5 @@
-"""The fused Pallas scan against the sequential scan: interpret mode on CPU, CUDA lowering, GPU."""
+"""The fused Pallas scan's entry and Triton kernel against the sequential scan: interpret mode on
+CPU, CUDA lowering, GPU (the Mosaic GPU kernel: test_pallas_scan_mosaic.py)."""
 
 import re
 
@@ -73,7 +74,8 @@ def test_interpret_matches_sequential(dtype, batch, length, width, state, softpl
                  optional)
   kw = dict(delta_softplus=softplus)
   key = jax.random.key(1)
-  (y, h), grads = _vjp(pallas_scan.selective_scan, args, key, interpret=True, chunk=chunk, **kw)
+  (y, h), grads = _vjp(pallas_scan.selective_scan, args, key, backend="triton", interpret=True,
+                       chunk=chunk, **kw)
   (y_ref, h_ref), grads_ref = _vjp(scan.selective_scan, args, key, method="sequential", **kw)
   tol = F32_TOL if dtype == F32 else BF16_TOL
   assert y.dtype == dtype and h.dtype == F32 and h.shape == (batch, width, state)
@@ -102,54 +104,77 @@ def test_vmap_over_leading_axis():
       return jnp.sum(y * jnp.sin(y)) + jnp.sum(h**2)
     return jax.vmap(jax.value_and_grad(f, argnums=(0, 1, 2, 3)))
   names = ("u", "delta", "B", "C")
-  got = loss(pallas_scan.selective_scan, interpret=True, chunk=4)(*[batched[n] for n in names])
+  got = loss(pallas_scan.selective_scan, backend="triton", interpret=True, chunk=4)(
+      *[batched[n] for n in names])
   want = loss(scan.selective_scan, method="sequential")(*[batched[n] for n in names])
   for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
     _close(g, w, F32_TOL, "vmapped value or grad")
 
 
 def test_not_supported_on_cpu():
-  assert not pallas_scan.is_supported()
-  assert scan.auto_method() == "chunked"
+  assert not pallas_scan.is_supported() and pallas_scan.default_backend() is None
+  assert scan.auto_method() != "pallas"
+
+
+@pytest.mark.parametrize("capability,backend", [(9.0, "mosaic"), (10.0, "mosaic"),
+                                                (8.6, "triton"), (8.0, "triton"), (7.5, None)])
+def test_default_backend_by_compute_capability(monkeypatch, capability, backend):
+  monkeypatch.setattr(pallas_scan, "_capability", lambda: capability)
+  assert pallas_scan.default_backend() == backend
+  assert pallas_scan.is_supported() == (backend is not None)
 
 
 @pytest.mark.parametrize("bad", [dict(block_e=(64,)), dict(num_warps=(4, 0)),
-                                 dict(chunk=0), dict(A=jnp.zeros((5, 3)))])
+                                 dict(chunk=0), dict(A=jnp.zeros((5, 3))),
+                                 dict(backend="cuda"), dict(tile=16)])
 def test_bad_arguments_raise(bad):
   args = _inputs(jax.random.key(0), 1, 4, 6, 3, F32, False, ("u", "delta", "A", "B", "C"))
   args.update({k: v for k, v in bad.items() if k in args})
   opts = {k: v for k, v in bad.items() if k not in args}
-  with pytest.raises(ValueError, match="block_e|num_warps|chunk|A must be"):
+  with pytest.raises(ValueError, match="block_e|num_warps|chunk|A must be|backend|tile"):
     pallas_scan.selective_scan(**args, **opts)
 
 
 def _lower_for_cuda(fn, *shapes):
-  """StableHLO for a CUDA H200, lowered on this host, and the Triton modules it embeds."""
+  """StableHLO for a CUDA H200, lowered on this host, and the kernels it embeds as verified
+  module text by kernel name: Triton IR, or Mosaic GPU's module (stored in its serialised form)."""
   from jax._src.interpreters import mlir
-  from jax._src.lib.mlir import ir
+  from jax._src.lib.mlir import ir, passmanager
   from jax._src.lib.triton import dialect as tt_dialect
+  from jax.experimental.mosaic import gpu as mgpu
   device = jax.sharding.AbstractDevice(device_kind="NVIDIA H200", num_cores=None, platform="gpu")
   with jax.sharding.use_abstract_mesh(jax.sharding.AbstractMesh((1,), ("x",),
                                                                 abstract_device=device)):
     lowered = jax.jit(fn).trace(*shapes).lower(lowering_platforms=("cuda",))
-  blobs = []
+  configs = []
   def walk(op):
     for block in (b for region in op.regions for b in region.blocks):
       for child in block.operations:
         if child.operation.name == "stablehlo.custom_call":
-          config = child.operation.attributes["mhlo.backend_config"]
-          blobs.append((ir.StringAttr(config["name"]).value,
-                        ir.StringAttr(config["ir"]).value_bytes))
+          configs.append(child.operation.attributes["mhlo.backend_config"])
         walk(child.operation)
   walk(lowered.compiler_ir("stablehlo").operation)
   ctx = mlir.JaxIrContext()
   ctx.append_dialect_registry(mlir.upstream_dialects)
   tt_dialect.register_dialect(ctx)
+  mgpu.dialect.register_dialect(ctx)
   ctx.load_all_available_dialects()
+  kernels = {}
   with ctx:
-    modules = {name: ir.Module.parse(blob) for name, blob in blobs}
-    assert all(m.operation.verify() for m in modules.values())
-    return lowered.as_text(), {name: str(m) for name, m in modules.items()}
+    for config in configs:
+      if "ir" in config:  # Triton
+        module = ir.Module.parse(ir.StringAttr(config["ir"]).value_bytes)
+        name = ir.StringAttr(config["name"]).value
+      else:  # Mosaic GPU
+        ctx.allow_unregistered_dialects = True  # Its stable serialisation dialect.
+        module = ir.Module.parse(ir.StringAttr(config["module"]).value_bytes)
+        passmanager.PassManager.parse("builtin.module(mosaic_gpu-serde{serialize=false})").run(
+            module.operation)
+        ctx.allow_unregistered_dialects = False
+        name = re.search(r"func\.func @(\w+)_mosaic_gpu\(", str(module)).group(1)
+      assert module.operation.verify()
+      kernels[name] = str(module)
+  return lowered.as_text(), kernels
 
 
 @pytest.mark.filterwarnings("ignore:The Pallas Triton backend is deprecated")
@@ -164,7 +189,7 @@ def test_lowers_for_cuda(dtype, batch, length, width, state):
                 h0=sd((batch, width, state), F32))
   def loss(*vals):
     y, h = pallas_scan.selective_scan(*vals[:8], True, h0=vals[8], return_state=True,
-                                      interpret=False)
+                                      backend="triton", interpret=False)
     return jnp.sum(y.astype(F32)) + jnp.sum(h)
   grad = jax.value_and_grad(loss, argnums=tuple(range(9)))
   hlo, kernels = _lower_for_cuda(grad, *shapes.values())
@@ -176,14 +201,14 @@ def test_lowers_for_cuda(dtype, batch, length, width, state):
   assert len(re.findall(r"__gpu\$xla\.gpu\.triton", hlo)) == 2
 
 
-def _gpu_case(dtype):
+def _gpu_case(dtype, backend):
   args = _inputs(jax.random.key(3), 4, 300, 256, 16, dtype, True, NAMES)
   key = jax.random.key(4)
-  got = _vjp(pallas_scan.selective_scan, args, key, delta_softplus=True)
+  got = _vjp(pallas_scan.selective_scan, args, key, delta_softplus=True, backend=backend)
   want = _vjp(scan.selective_scan, args, key, method="sequential", delta_softplus=True)
   tol = F32_TOL * 10 if dtype == F32 else BF16_TOL  # GPU exp/log1p differ from XLA's by ulps.
   for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
-    _close(g, w, tol, f"{dtype.__name__} on GPU")
+    _close(g, w, tol, f"{backend}, {dtype.__name__} on GPU")
 
 
 @pytest.mark.gpu
@@ -191,4 +216,4 @@ def _gpu_case(dtype):
 def test_gpu_kernel_matches_sequential(dtype):
   if not pallas_scan.is_supported():
     pytest.skip("needs an NVIDIA GPU with compute capability >= 8.0")
-  _gpu_case(dtype)
+  _gpu_case(dtype, backend="triton")
