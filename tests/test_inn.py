@@ -50,15 +50,12 @@ def test_paper_faithful_neurons_are_copies():
 @pytest.mark.parametrize("identity", ["embedding", "norm"])
 def test_default_neurons_differ(identity):
   model = INN(27, **TINY, neuron_identity=identity, rngs=nnx.Rngs(params=0, dropout=1))
-  if identity == "norm":  # Per-neuron norms start equal (ones/zeros); after training they differ.
-    layer = model.layers[0].memory_norm
-    layer.scale_ND[...] = layer.scale_ND[...] + jax.random.normal(jax.random.key(5), (8, 32))
   model.eval()
   got = intermediates(model, tokens())
   h = got["neurons_BNLD"]
   spread = np.abs(h - h.mean(1, keepdims=True)).mean() / np.abs(h).mean()
-  assert spread > 0.01, spread  # Exactly 0 for the paper-faithful model (test above).
-  assert np.abs(got["attention0"] - 1 / 8).max() > 1e-2
+  assert spread > 1e-3, spread  # Exactly 0 for the paper-faithful model (test above).
+  assert np.abs(got["attention0"] - 1 / 8).max() > 1e-3  # Exactly 0 when neurons are copies.
 
 
 def test_paper_faithful_population_equals_a_single_stream():

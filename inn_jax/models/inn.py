@@ -52,11 +52,16 @@ def from_tokens(a_TND, batch):
 
 
 class NeuronNorm(nnx.Module):
-  """LayerNorm on folded neurons whose gain and bias are per neuron (n=N) or shared (n=1)."""
+  """LayerNorm on folded neurons whose gain and bias are per neuron (n=N) or shared (n=1).
 
-  def __init__(self, d_model: int, n: int = 1):
+  Per-neuron gains start at 1 + N(0, 0.2^2): equal gains would give every neuron the same
+  gradient, and the copies would never separate.
+  """
+
+  def __init__(self, d_model: int, n: int = 1, *, rngs: nnx.Rngs | None = None):
     self.n = n
-    self.scale_ND = nnx.Param(jnp.ones((n, d_model)))
+    noise = 0.2 * jax.random.normal(rngs.params(), (n, d_model)) if n > 1 else 0.0
+    self.scale_ND = nnx.Param(jnp.ones((n, d_model)) + noise)
     self.bias_ND = nnx.Param(jnp.zeros((n, d_model)))
 
   def __call__(self, h_MLD):
@@ -75,7 +80,7 @@ class NeuronLayer(nnx.Module):
                attn_dropout: float, norm: str, per_neuron_norm: bool, mamba_kw: dict, dtype,
                rngs: nnx.Rngs):
     self.n_neurons, self.norm = n_neurons, norm
-    self.memory_norm = (NeuronNorm(d_model, n_neurons if per_neuron_norm else 1)
+    self.memory_norm = (NeuronNorm(d_model, n_neurons if per_neuron_norm else 1, rngs=rngs)
                         if norm == "pre" else None)
     self.memory = MambaBlock(d_model, **mamba_kw, dtype=dtype, rngs=rngs)
     has_comm = communication != "none"
