@@ -1,0 +1,143 @@
+"""Sampling from any model of inn_jax.models, with recurrent state (or a KV cache).
+
+    sampler = Sampler(model)
+    out = sampler(prompt_BP, length=200, temperature=0.8, top_k=None, seed=0)
+    out.tokens_BT                        # the new tokens; out.logits_BTV with return_logits=True
+
+    python -m inn_jax.sample --workdir W --prompt "to be or not" --length 500 --temperature 0.8
+
+The prompt runs through the model in one parallel pass that returns the cache (INN and Mamba
+stack: conv window and SSM state per neuron per layer; LSTM: (h, c); Transformer: keys and values);
+then one `lax.scan`, compiled once for the whole loop, feeds each sampled token back with the
+cache. A recurrent model does the same work for every new token, whatever the length so far.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from inn_jax.models import Transformer
+
+
+class SamplerOutput(NamedTuple):
+  tokens_BT: jax.Array  # The T = length new tokens.
+  logits_BTV: jax.Array | None  # Logits each token was drawn from (return_logits=True).
+
+
+def sample_logits(logits_BV, key, temperature: float, top_k: int | None):
+  """One token per row: argmax when temperature == 0, else softmax(logits / temperature)
+  restricted to the top_k largest logits (all when top_k is None)."""
+  if temperature == 0:
+    return jnp.argmax(logits_BV, axis=-1).astype(jnp.int32)
+  logits_BV = logits_BV.astype(jnp.float32) / temperature
+  if top_k is not None:
+    kth_B1 = jax.lax.top_k(logits_BV, top_k)[0][:, -1:]
+    logits_BV = jnp.where(logits_BV < kth_B1, -jnp.inf, logits_BV)
+  return jax.random.categorical(key, logits_BV, axis=-1).astype(jnp.int32)
+
+
+def init_cache(model, batch: int, max_len: int):
+  """An empty cache for `batch` rows; a Transformer's holds `max_len` positions."""
+  if isinstance(model, Transformer):
+    return model.init_cache(batch, max_len)
+  return model.init_cache(batch)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "length", "temperature", "top_k",
+                                             "return_logits"))
+def _generate(graphdef, state, prompt_BP, key, *, length, temperature, top_k, return_logits):
+  model = nnx.merge(graphdef, state)
+  batch, prompt_len = prompt_BP.shape
+  cache = init_cache(model, batch, prompt_len + length)
+  logits_BPV, cache = model(prompt_BP, cache=cache, return_cache=True)
+  keys = jax.random.split(key, length)
+  first_BV = logits_BPV[:, -1]
+  first_B = sample_logits(first_BV, keys[0], temperature, top_k)
+
+  def step(carry, key):
+    token_B, cache = carry
+    logits_B1V, cache = nnx.merge(graphdef, state)(token_B[:, None], cache=cache,
+                                                    return_cache=True)
+    logits_BV = logits_B1V[:, 0]
+    token_B = sample_logits(logits_BV, key, temperature, top_k)
+    return (token_B, cache), (token_B, logits_BV if return_logits else None)
+
+  _, (rest_TB, rest_TBV) = jax.lax.scan(step, (first_B, cache), keys[1:])
+  tokens_BT = jnp.concatenate([first_B[:, None], rest_TB.T], axis=1)
+  if not return_logits:
+    return tokens_BT, None
+  return tokens_BT, jnp.concatenate([first_BV[:, None], jnp.swapaxes(rest_TBV, 0, 1)], axis=1)
+
+
+class Sampler:
+  """Draws continuations of prompts from `model` (a copy of it, in eval mode)."""
+
+  def __init__(self, model: nnx.Module):
+    model = nnx.clone(model)
+    model.eval()  # No dropout while sampling.
+    if hasattr(model, "capture"):
+      model.capture(False)
+    self.vocab_size = model.embed.table_VD.shape[0]
+    self.graphdef, self.state = nnx.split(model)
+
+  def __call__(self, prompt_BP, length: int, *, temperature: float = 1.0,
+               top_k: int | None = None, seed: int = 0,
+               return_logits: bool = False) -> SamplerOutput:
+    prompt_BP = np.asarray(prompt_BP)
+    if prompt_BP.ndim != 2 or prompt_BP.shape[1] < 1 or not np.issubdtype(prompt_BP.dtype,
+                                                                           np.integer):
+      raise ValueError(f"prompt must be integer ids of shape (batch, >= 1), got "
+                       f"{prompt_BP.shape} of {prompt_BP.dtype}; a model needs one token to "
+                       "start from.")
+    if prompt_BP.min() < 0 or prompt_BP.max() >= self.vocab_size:
+      raise ValueError(f"prompt ids must lie in 0..{self.vocab_size - 1} (the vocabulary).")
+    if not (isinstance(length, int) and length >= 1):
+      raise ValueError(f"length must be a positive int, got {length!r}.")
+    if not temperature >= 0:
+      raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}.")
+    if top_k is not None and not (isinstance(top_k, int) and 1 <= top_k <= self.vocab_size):
+      raise ValueError(f"top_k must be None or an int in 1..{self.vocab_size}, got {top_k!r}.")
+    tokens_BT, logits_BTV = _generate(
+        self.graphdef, self.state, jnp.asarray(prompt_BP, jnp.int32), jax.random.key(seed),
+        length=length, temperature=float(temperature), top_k=top_k, return_logits=return_logits)
+    return SamplerOutput(tokens_BT, logits_BTV)
+
+
+def main(argv=None) -> str:
+  """The CLI: prints the prompt and its continuation; returns the generated text."""
+  p = argparse.ArgumentParser(prog="python -m inn_jax.sample", description=__doc__.split("\n")[0])
+  p.add_argument("--workdir", required=True, help="a training workdir (config.json, checkpoints)")
+  p.add_argument("--prompt", required=True, help="text to continue (at least one symbol)")
+  p.add_argument("--length", type=int, default=500, help="new tokens to generate")
+  p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+  p.add_argument("--top_k", type=int, default=None)
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--checkpoint", choices=("best", "last"), default="best",
+                 help="the best by validation (default) or the newest checkpoint")
+  args = p.parse_args(argv)
+  if not args.prompt or args.length < 1 or args.temperature < 0 or (args.top_k or 1) < 1:
+    p.error("--prompt must be non-empty, --length >= 1, --temperature >= 0, --top_k >= 1.")
+  from inn_jax.analyze import encode_prompt, load_for_analysis  # The CLI alone needs the trainer.
+  loaded = load_for_analysis(args.workdir, best=args.checkpoint == "best")
+  prompt_P = encode_prompt(loaded, args.prompt)
+  out = Sampler(loaded.model)(prompt_P[None], args.length, temperature=args.temperature,
+                              top_k=args.top_k, seed=args.seed)
+  text = loaded.vocab.decode(np.asarray(out.tokens_BT[0]))
+  shown = loaded.vocab.decode(prompt_P)  # As the model read it (normalised).
+  print(f"{shown}{text}" if loaded.vocab.level != "word" else f"{shown} {text}")
+  return text
+
+
+if __name__ == "__main__":
+  try:
+    main(sys.argv[1:])
+  except (FileNotFoundError, ValueError) as e:  # Bad input: the message says the fix.
+    sys.exit(f"error: {e}")

@@ -1,0 +1,206 @@
+"""Experiment configs: the shared base, loading `path.py[:variant]`, command-line overrides.
+
+A config file in configs/ defines `get_config(variant=None)` and builds on `base_config()`.
+Overrides are `--config.a.b=value`; a key the config does not have is an error, as in
+ml_collections' config_flags.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import pathlib
+
+import ml_collections
+
+from inn_jax import data
+from inn_jax.models import model_config
+
+MODES = ("train", "eval")
+
+
+def base_config(name: str, model: ml_collections.ConfigDict, dataset: str, **data_overrides):
+  """Every key a run reads, with defaults; config files change only what they need.
+
+  `name` goes to results.json, `model` is a model config, `dataset` and `data_overrides` fill
+  config.data.
+  """
+  c = ml_collections.ConfigDict()
+  c.name = name  # Config name written to results.json.
+  c.mode = "train"  # "train" (resumes if the workdir has checkpoints) | "eval" (best checkpoint).
+  c.workdir = f"workdirs/{name.replace(':', '-')}"
+  c.seed = 0  # Parameters use seed, dropout seed + 1 folded with the step.
+  c.model = model
+  c.data = data.default_data_config()
+  c.data.update(dict(name=dataset, **data_overrides))
+  c.optim = ml_collections.ConfigDict(dict(
+      lr=4e-4,  # Peak learning rate of the one-cycle schedule.
+      schedule="one_cycle",  # "one_cycle" (PyTorch OneCycleLR defaults) | "constant".
+      pct_start=0.3, div_factor=25.0, final_div_factor=1e4,
+      cycle_momentum=True,  # PyTorch's default: beta1 goes max_momentum -> base -> max.
+      base_momentum=0.85, max_momentum=0.95,
+      b1=0.9, b2=0.999, eps=1e-8,  # b1 is used when cycle_momentum is False.
+      weight_decay=0.01,  # PyTorch AdamW's default.
+      decay_mask="matrices",  # "matrices": not norms, biases, embeddings | "all" (PyTorch).
+      clip_norm=1.0,  # Global-norm gradient clipping; 0 turns it off.
+  ))
+  c.train = ml_collections.ConfigDict(dict(
+      steps=10_000, log_every=100, eval_every=1000, save_every=1000,
+      stop_at=0,  # > 0: save and exit at this step (a job-time limit); rerun to resume.
+      keep=3,  # Last checkpoints kept; the best one by validation is kept apart.
+      eval_windows=0,  # Windows of the valid split for periodic evaluation; 0 = all of it.
+      async_save=True,
+  ))
+  c.eval = ml_collections.ConfigDict(dict(
+      splits=("valid", "test"),
+      carry_state="auto",  # "auto": both ways for recurrent models | "yes" | "no".
+  ))
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, neuron=1))  # -1: all remaining devices.
+  c.distributed = ml_collections.ConfigDict(dict(
+      enabled=False, coordinator_address="", num_processes=0, process_id=-1,
+      local_device_ids="",  # Comma-separated ids, or "" for all; see README (several hosts).
+  ))
+  c.log = ml_collections.ConfigDict(dict(tensorboard=True, progress=True))
+  # XLA options for every compiled step, e.g. {"xla_backend_optimization_level": 0}: faster
+  # CPU compiles for smoke tests.
+  c.compiler_options = ml_collections.ConfigDict()
+  return c
+
+
+def paper_model(kind: str, paper: bool, **overrides) -> ml_collections.ConfigDict:
+  """`kind`'s model config in the paper-code form (paper=True) or ours, then `overrides`.
+
+  Paper code: a head tied to an N(0, 1) embedding and, for the INN, neurons with no identity
+  (they stay copies of each other). Ours: the model defaults (scaled embedding, untied head for
+  the INN and Mamba stack, a learned per-neuron vector).
+  """
+  cfg = model_config(kind, **overrides)
+  if paper:
+    for key, value in (("embed_init", "normal"), ("tie_embeddings", True),
+                       ("neuron_identity", "none")):
+      if key in cfg and key not in overrides:
+        cfg[key] = value
+  return cfg
+
+
+def load(spec: str) -> ml_collections.ConfigDict:
+  """Loads `path.py` or `path.py:variant` and calls its get_config(variant)."""
+  path, _, variant = spec.partition(":")
+  file = pathlib.Path(path)
+  if not file.is_file():
+    raise FileNotFoundError(f"--config {path}: no such config file (see configs/).")
+  module_spec = importlib.util.spec_from_file_location(f"_inn_config_{file.stem}", file)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  if not hasattr(module, "get_config"):
+    raise ValueError(f"{path} defines no get_config(variant=None).")
+  config = module.get_config(variant or None)
+  config.lock()  # Unknown keys now fail on assignment too.
+  return config
+
+
+def _parse(text: str, current, kind=None):
+  """`text` as the type of `current` (or of the placeholder's declared `kind`)."""
+  if current is None and kind in (bool, int, float, str):
+    if text.lower() in ("none", "null"):
+      return None
+    current = kind()
+  if isinstance(current, bool):
+    if text.lower() in ("true", "1", "yes"):
+      return True
+    if text.lower() in ("false", "0", "no"):
+      return False
+    raise ValueError(f"expected true/false, got {text!r}")
+  if isinstance(current, int):
+    return int(text)
+  if isinstance(current, float):
+    return float(text)
+  if isinstance(current, str):
+    return text
+  if isinstance(current, (tuple, list)):
+    return tuple(x.strip() for x in text.split(",") if x.strip())
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text
+
+
+def override(config: ml_collections.ConfigDict, key: str, text: str):
+  """Sets `config.<key>` (dotted) from the string `text`, typed like the current value."""
+  parts = key.split(".")
+  node = config
+  for i, part in enumerate(parts):
+    if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+      here = ".".join(["config", *parts[:i]])
+      valid = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+      raise ValueError(f"--config.{key}: unknown key {part!r} in {here}; valid keys: {valid}.")
+    if i < len(parts) - 1:
+      node = node[part]
+  leaf = parts[-1]
+  if isinstance(node[leaf], ml_collections.ConfigDict):
+    raise ValueError(f"--config.{key} is a section; set one of its keys: {sorted(node[leaf])}.")
+  try:
+    node[leaf] = _parse(text, node[leaf], node.get_type(leaf))
+  except (ValueError, TypeError) as e:
+    raise ValueError(f"--config.{key}={text}: {e} (current value {node[leaf]!r}).") from None
+
+
+def from_argv(argv) -> ml_collections.ConfigDict:
+  """`--config path.py[:variant]` then any number of `--config.a.b=value` (or `value` apart)."""
+  spec, pending, args = None, [], list(argv)
+  while args:
+    arg = args.pop(0)
+    name, eq, value = arg.partition("=")
+    if name == "--config":
+      spec = value if eq else (args.pop(0) if args else "")
+    elif name.startswith("--config."):
+      if not eq:
+        if not args:
+          raise ValueError(f"{name}: missing value.")
+        value = args.pop(0)
+      pending.append((name[len("--config."):], value))
+    else:
+      raise ValueError(f"unknown argument {arg!r}; usage: train.py --config configs/x.py[:variant] "
+                       "[--config.a.b=value ...]")
+  if not spec:
+    raise ValueError("missing --config path.py[:variant] (e.g. --config configs/quickstart.py).")
+  config = load(spec)
+  for key, value in pending:
+    override(config, key, value)
+  return config
+
+
+# The rows of the paper's Tables 2-5: model kind and the options that make the row.
+ROWS = {
+    "inn": ("inn", {}),
+    "no_comm": ("inn", {"communication": "none"}),
+    "static_comm": ("inn", {"communication": "static"}),
+    "mamba": ("mamba", {}),
+    "lstm": ("lstm", {}),
+    "transformer": ("transformer", {}),
+}
+# Rows whose paper-code form differs from ours (embedding init; the INN's neuron identity).
+PAPER_ROWS = ("inn", "no_comm", "static_comm", "mamba")
+
+
+def variants() -> list[str]:
+  return list(ROWS) + [f"{row}_paper" for row in PAPER_ROWS]
+
+
+def table_config(name: str, variant: str | None, sizes: dict, dataset: str, **data_overrides):
+  """A config for one table row: `variant` is a row of ROWS, or `<row>_paper` for the paper's
+  code form of it (N(0, 1) tied embedding, identical neurons, weight decay on every parameter).
+
+  `sizes` maps a model kind to its size options for this dataset.
+  """
+  variant = variant or "inn"
+  if variant not in variants():
+    raise ValueError(f"unknown variant {variant!r}; choose one of {variants()}.")
+  row = variant.removesuffix("_paper")
+  paper = variant.endswith("_paper")
+  kind, options = ROWS[row]
+  c = base_config(f"{name}:{variant}", paper_model(kind, paper, **sizes.get(kind, {}), **options),
+                  dataset, **data_overrides)
+  if paper:
+    c.optim.decay_mask = "all"
+  return c

@@ -1,0 +1,70 @@
+"""Metrics to JSON lines and TensorBoard, and a progress bar; only process 0 writes."""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+import time
+
+import jax
+import tqdm
+
+LN2 = math.log(2.0)
+
+
+def per_token(nats: float, level: str) -> dict:
+  """Mean nats per token -> the split's headline numbers: BPC (characters, bytes) and PPL."""
+  out = {"nats": nats, "ppl": math.exp(min(nats, 700.0))}
+  if level in ("char", "byte"):
+    out["bpc"] = nats / LN2
+  return out
+
+
+class Logger:
+  """`write(step, metrics, split)` appends {"step", "split", **metrics} to metrics.jsonl and
+  TensorBoard as split/name; `progress(step, **postfix)` moves the bar."""
+
+  def __init__(self, workdir, *, total_steps: int, start_step: int = 0,
+               tensorboard: bool = True, progress: bool = True):
+    self.main = jax.process_index() == 0
+    self.workdir = pathlib.Path(workdir)
+    self.jsonl = self.tb = self.bar = None
+    if not self.main:
+      return
+    self.workdir.mkdir(parents=True, exist_ok=True)
+    self.jsonl = open(self.workdir / "metrics.jsonl", "a", encoding="utf-8")
+    if tensorboard:
+      from tensorboardX import SummaryWriter  # Imported here: only the writer needs it.
+      self.tb = SummaryWriter(str(self.workdir / "tb"))
+    self.bar = tqdm.tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
+                         disable=not progress, smoothing=0.1)
+    self.start = time.time()
+
+  def write(self, step: int, metrics: dict, split: str = "train"):
+    if not self.main:
+      return
+    row = {"step": int(step), "split": split, "time": round(time.time() - self.start, 3),
+           **{k: float(v) for k, v in metrics.items()}}
+    self.jsonl.write(json.dumps(row) + "\n")
+    self.jsonl.flush()
+    if self.tb is not None:
+      for k, v in metrics.items():
+        self.tb.add_scalar(f"{split}/{k}", float(v), int(step))
+
+  def progress(self, step: int, **postfix):
+    if self.bar is not None:
+      self.bar.update(step - self.bar.n)
+      self.bar.set_postfix({k: f"{v:.4g}" for k, v in postfix.items()}, refresh=False)
+
+  def print(self, text: str):
+    if self.main:
+      (self.bar.write if self.bar is not None else print)(text)
+
+  def close(self):
+    if self.bar is not None:
+      self.bar.close()
+    if self.tb is not None:
+      self.tb.close()
+    if self.jsonl is not None:
+      self.jsonl.close()

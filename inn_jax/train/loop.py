@@ -1,0 +1,130 @@
+"""The train step (one jitted function with explicit shardings) and the training loop."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from inn_jax.train import mesh as mesh_lib
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The loss or gradient became NaN/Inf; the offending update was not applied."""
+
+
+def init_state(params, tx) -> dict:
+  return {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)}
+
+
+def make_train_step(graphdef, rest, tx, lr_schedule, dropout_seed: int):
+  """state, x_BL, y_BL -> state, metrics; a non-finite loss or gradient leaves state unchanged.
+
+  Dropout draws from fold_in(key(dropout_seed), step), so a resumed run repeats the same masks.
+  """
+  key = jax.random.key(dropout_seed)
+
+  def step(state, x_BL, y_BL):
+    def loss_fn(params):
+      # A copy: nnx.merge reuses Variable objects, and these must belong to this trace.
+      model = nnx.merge(graphdef, params, jax.tree.map(lambda x: x, rest))
+      nnx.reseed(model, dropout=jax.random.fold_in(key, state["step"]))
+      logits_BLV = model(x_BL)
+      return optax.softmax_cross_entropy_with_integer_labels(logits_BLV, y_BL).mean()
+
+    loss, grads = jax.value_and_grad(loss_fn)(state["params"])
+    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+    new = {"params": optax.apply_updates(state["params"], updates), "opt_state": opt_state,
+           "step": state["step"] + 1}
+    grad_norm = jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads)))
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state)
+    lr = lr_schedule(state["step"]) if callable(lr_schedule) else jnp.asarray(lr_schedule)
+    return new, {"loss": loss, "grad_norm": grad_norm, "lr": lr, "finite": finite}
+
+  return step
+
+
+def lower_train_step(step_fn, state, batch_shape, mesh):
+  """Traces `step_fn` with state replicated and batches split over the data axis."""
+  state_sh = mesh_lib.state_shardings(state, mesh)
+  rows = mesh_lib.batch_sharding(mesh)
+  jitted = jax.jit(step_fn, in_shardings=(state_sh, rows, rows),
+                   out_shardings=(state_sh, mesh_lib.replicated(mesh)), donate_argnums=0)
+  tokens = jax.ShapeDtypeStruct(batch_shape, jnp.int32, sharding=rows)
+  with jax.set_mesh(mesh):  # The model's activation constraints read the mesh while tracing.
+    return jitted.lower(state, tokens, tokens)
+
+
+def compile_train_step(step_fn, state, batch_shape, mesh, compiler_options=None):
+  """The AOT-compiled train step (see lower_train_step)."""
+  lowered = lower_train_step(step_fn, state, batch_shape, mesh)
+  return lowered.compile(compiler_options=compiler_options)
+
+
+def check_finite(history: list[tuple[int, dict]]):
+  """Raises NonFiniteLossError at the first step whose loss or gradient was not finite."""
+  for step, m in history:
+    if not bool(m["finite"]):
+      raise NonFiniteLossError(
+          f"loss became {float(m['loss'])} (gradient norm {float(m['grad_norm'])}) at step "
+          f"{step}; stopped without applying that update or saving it. The last good "
+          "checkpoint is in the workdir. Lower optim.lr, keep optim.clip_norm > 0, or use "
+          "model.dtype='float32'.")
+
+
+def fit(state, step_fn, stream, *, mesh, total_steps: int, train_cfg, level: str,
+        logger, checkpoints, validate, meta: dict):
+  """Runs steps meta['step'] .. total_steps - 1 (or to train_cfg.stop_at): logs, validates,
+  saves; returns (state, meta).
+
+  `validate(params)` -> mean nats per token on (part of) the valid split; the best is kept in
+  best/. Nothing is saved or validated before the losses since the last check are finite.
+  """
+  rows = mesh_lib.batch_sharding(mesh)
+  tokens_per_step = stream.batch_size * stream.seq_len
+  history, t0 = [], time.time()
+  end = min(total_steps, train_cfg.stop_at) if train_cfg.stop_at > 0 else total_steps
+
+  def due(s, every):
+    return every > 0 and s % every == 0 or s == end
+
+  for s in range(meta["step"] + 1, end + 1):
+    x_BL, y_BL = stream.batch(s - 1)
+    state, metrics = step_fn(state, mesh_lib.global_batch(x_BL, rows),
+                             mesh_lib.global_batch(y_BL, rows))
+    history.append((s, metrics))
+    if not (due(s, train_cfg.log_every) or due(s, train_cfg.eval_every)
+            or due(s, train_cfg.save_every)):
+      continue
+    history = [(k, mesh_lib.fetch(m)) for k, m in history]  # Waits for the steps to finish.
+    check_finite(history)
+    elapsed = time.time() - t0
+    n = len(history)
+    loss = sum(float(m["loss"]) for _, m in history) / n
+    meta.update(step=s, tokens_seen=meta["tokens_seen"] + n * tokens_per_step,
+                train_time=meta["train_time"] + elapsed)
+    row = {"loss": loss, "grad_norm": float(history[-1][1]["grad_norm"]),
+           "lr": float(history[-1][1]["lr"]), "tokens_per_s": n * tokens_per_step / elapsed}
+    if level in ("char", "byte"):
+      row["bpc"] = loss / math.log(2.0)
+    logger.write(s, row, "train")
+    logger.progress(s, loss=loss, **({"bpc": row["bpc"]} if "bpc" in row else {}),
+                    tok_s=row["tokens_per_s"])
+    history = []
+    if due(s, train_cfg.eval_every):
+      nats = validate(state["params"])
+      best = meta.get("best_valid")
+      logger.write(s, {"nats": nats, **({"bpc": nats / math.log(2.0)}
+                                         if level in ("char", "byte") else {})}, "valid")
+      if best is None or nats < best:
+        meta["best_valid"], meta["best_step"] = nats, s
+        checkpoints.save(s, state, dict(meta), best=True)
+    if due(s, train_cfg.save_every):
+      checkpoints.save(s, state, dict(meta))
+    t0 = time.time()
+  return state, meta

@@ -1,0 +1,61 @@
+"""inn_jax.train.loop (through runner.train): resume equals an uninterrupted run; a NaN loss
+stops the run and is never saved."""
+
+import json
+import pathlib
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from inn_jax.train import loop, runner, testing
+
+
+def quick(tmp_path, name, steps=6, **train):
+  config = testing.tiny_config(tmp_path, steps=steps)
+  config.workdir = str(tmp_path / name)
+  config.eval.update(carry_state="no", splits=("valid",))
+  config.model.attn_dropout = 0.2  # Dropout on: its masks must resume too.
+  config.train.update(**train)
+  return config
+
+
+def saved(workdir, step, item="state"):
+  return ocp.StandardCheckpointer().restore(pathlib.Path(workdir).absolute() / "checkpoints"
+                                            / str(step) / item)
+
+
+def train_losses(workdir):
+  rows = [json.loads(line) for line in open(pathlib.Path(workdir) / "metrics.jsonl")]
+  return {r["step"]: r["loss"] for r in rows if r["split"] == "train"}
+
+
+def test_stop_and_resume_equals_uninterrupted(tmp_path):
+  whole = quick(tmp_path, "whole", save_every=3)
+  runner.train(whole)
+  parts = quick(tmp_path, "parts", save_every=3, stop_at=3)
+  assert runner.train(parts) == {"stopped_at": 3}
+  assert not (pathlib.Path(parts.workdir) / "results.json").exists()
+  parts.train.stop_at = 0
+  results = runner.train(parts)  # Same command again: resumes at step 3.
+  assert results["steps"] == 6 and results["tokens_seen"] == 6 * 8 * 16
+  a, b = saved(whole.workdir, 6), saved(parts.workdir, 6)
+  assert int(a["step"]) == int(b["step"]) == 6
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+    np.testing.assert_array_equal(x, y)  # Bitwise: same batches, same dropout masks.
+  assert train_losses(whole.workdir) == train_losses(parts.workdir)
+
+
+def test_nan_loss_stops_without_saving_it(tmp_path):
+  config = quick(tmp_path, "nan", steps=8, save_every=1)
+  config.optim.update(lr=1e30, clip_norm=0.0, schedule="constant")  # Diverges at step 2.
+  with pytest.raises(loop.NonFiniteLossError, match=r"loss became nan .* at step 2"):
+    runner.train(config)
+  workdir = pathlib.Path(config.workdir)
+  steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+  assert steps == [1]
+  for leaf in jax.tree.leaves(saved(workdir, 1)):
+    assert np.all(np.isfinite(leaf))
+  assert not (workdir / "results.json").exists()
+  assert max(train_losses(workdir)) == 1  # The NaN step was never logged as a result.
