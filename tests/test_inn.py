@@ -31,8 +31,11 @@ def test_parameter_count_matches_paper_code():
   paper = INN(27, neuron_identity="none", embed_init="normal", tie_embeddings=True,
                 rngs=nnx.Rngs(0))
   assert count_params(paper) == 4_219_163
-  # Our default adds the neuron embeddings and an untied head.
+  # Our default adds neuron embeddings (N x D) and an untied head (D x V).
   assert count_params(INN(27, rngs=nnx.Rngs(0))) == 4_219_163 + 32 * 256 + 256 * 27
+  per_neuron_norms = 6 * (32 - 1) * 2 * 256  # neuron_identity="norm": N gains and biases per layer.
+  assert count_params(INN(27, neuron_identity="norm", tie_embeddings=True,
+                          rngs=nnx.Rngs(0))) == 4_219_163 + per_neuron_norms
 
 
 def test_paper_faithful_neurons_are_copies():
@@ -97,7 +100,7 @@ def test_cache_continues_a_sequence():
 
 
 @pytest.mark.parametrize("kw", [dict(communication="static"), dict(communication="none"),
-                                dict(norm="algorithm1")])
+                                dict(norm="algorithm1", neuron_identity="embedding")])
 def test_variants_run_and_differ(kw):
   base = INN(27, **TINY, rngs=nnx.Rngs(0))
   variant = INN(27, **TINY, **kw, rngs=nnx.Rngs(0))

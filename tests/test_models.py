@@ -31,7 +31,8 @@ def test_build_and_run(kind):
 
 CAUSAL_CASES = [(k, {}) for k in sorted(TINY)] + [
     ("inn", dict(scan_method=m)) for m in ("sequential", "associative")] + [
-    ("inn", dict(communication="static")), ("inn", dict(norm="algorithm1"))]
+    ("inn", dict(communication="static")),
+    ("inn", dict(norm="algorithm1", neuron_identity="embedding"))]
 
 
 @pytest.mark.parametrize("kind,extra", CAUSAL_CASES)

@@ -58,9 +58,9 @@ def test_neuron_axis_of_activations_is_sharded(tmp_path):
 
   def neurons(params, x_BL):
     model = nnx.merge(r.graphdef_eval, params, jax.tree.map(lambda a: a, r.rest))
-    model.record = True  # The INN sows its per-layer neuron states, B x N x L x D.
-    model(x_BL)
-    return jax.tree.leaves(nnx.state(model, nnx.Intermediate))[0]
+    model.capture()  # The INN sows its per-layer neuron states, B x N x L x D.
+    _, sown = nnx.capture(model, nnx.Intermediate)(x_BL)
+    return [v for k, v in nnx.to_flat_state(sown) if k[-1] == "neurons_BNLD"][0].get_value()[0]
 
   with jax.set_mesh(r.mesh):
     h_BNLD = jax.jit(neurons)(params, x_BL)
