@@ -7,13 +7,15 @@
 import sys
 
 from inn_jax.train import from_argv, run
+from inn_jax.train.checkpoint import CheckpointSaveError
 from inn_jax.train.loop import NonFiniteLossError
 
 
 def main(argv):
   try:
     run(from_argv(argv))
-  except (ValueError, FileNotFoundError, NonFiniteLossError) as e:  # Messages name the fix.
+  except (ValueError, FileNotFoundError, NonFiniteLossError, CheckpointSaveError) as e:
+    # Their messages name the fix.
     sys.exit(f"error: {e}")
 
 

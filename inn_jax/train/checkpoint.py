@@ -1,20 +1,44 @@
 """Orbax checkpoints in the workdir: the last `keep` in checkpoints/, the best by validation in
 best/, and config.json beside them. The training state is {"params", "opt_state", "step"}; the
 data position and the dropout key are functions of the step, so the step restores them too.
+
+Each checkpoint's meta holds the sha256 of its state: Orbax's files carry no checksum, and a
+flipped byte in array data would otherwise restore silently.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import pathlib
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 CONFIG_FILE = "config.json"
 # Sections that fix the shapes or meaning of the saved state: a change here cannot resume.
 COMPATIBLE_SECTIONS = ("model", "vocab_size")
+STATE_SHA256 = "state_sha256"  # The meta key of the state's checksum.
+
+
+class CheckpointSaveError(OSError):
+  """A checkpoint could not be written (disk full, no permission); the ones before it are intact."""
+
+
+def fingerprint(state) -> str:
+  """sha256 over the state's dtypes, shapes and bytes. The state is replicated (mesh.py), so
+  every process hashes the same bytes."""
+  h = hashlib.sha256()
+  for x in jax.tree.leaves(state):
+    if isinstance(x, jax.Array) and not x.is_fully_replicated:
+      raise ValueError("checkpoint.fingerprint needs replicated arrays (mesh.state_shardings); "
+                       "a sharded state must be gathered to be hashed.")
+    a = np.asarray(x.addressable_data(0) if isinstance(x, jax.Array) else x)
+    h.update(f"{a.dtype.str}{a.shape}".encode())
+    h.update(np.ascontiguousarray(a).tobytes())
+  return h.hexdigest()
 
 
 def _flatten(tree, prefix=""):
@@ -41,10 +65,14 @@ class Checkpoints:
 
   def __init__(self, workdir, *, keep: int = 3, async_save: bool = True):
     self.workdir = pathlib.Path(workdir).absolute()
-    opts = lambda n: ocp.CheckpointManagerOptions(max_to_keep=n, create=True,
-                                                  enable_async_checkpointing=async_save)
-    self.last = ocp.CheckpointManager(self.workdir / "checkpoints", options=opts(keep))
-    self.best = ocp.CheckpointManager(self.workdir / "best", options=opts(1))
+    # Both managers can save one step at the same time: across processes, Orbax's barriers for
+    # it need distinct names.
+    opts = lambda n, name: ocp.CheckpointManagerOptions(
+        max_to_keep=n, create=True, enable_async_checkpointing=async_save,
+        multiprocessing_options=ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=name))
+    self.last = ocp.CheckpointManager(self.workdir / "checkpoints", options=opts(keep, "last"))
+    self.best = ocp.CheckpointManager(self.workdir / "best", options=opts(1, "best"))
+    self._saving = {}  # Directory -> the step of its last save, named if that save fails.
 
   def check_config(self, config_dict: dict, *, write: bool = True):
     """Fails, naming the keys, if the workdir holds checkpoints of an incompatible model;
@@ -61,16 +89,47 @@ class Checkpoints:
       path.write_text(json.dumps(config_dict, indent=2, sort_keys=True, default=str))
 
   def save(self, step: int, state, meta: dict, *, best: bool = False):
-    """Asynchronous save; the caller has checked that the state is finite."""
+    """Asynchronous save; the caller has checked that the state is finite.
+
+    The step is replaced if the directory has it already (saved by a run killed before its
+    latest checkpoint was written, or unreadable). A failed write raises CheckpointSaveError,
+    for an asynchronous save at the next save() or wait().
+    """
     manager = self.best if best else self.last
-    manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                               meta=ocp.args.JsonSave(meta)), force=True)
+    self._wait(manager)
+    meta = {**meta, STATE_SHA256: fingerprint(state)}
+    try:
+      if step in manager.all_steps():
+        manager.delete(step)
+      manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                 meta=ocp.args.JsonSave(meta)), force=True)
+    except Exception as e:  # Orbax and TensorStore raise many types for a failed write.
+      raise self._save_error(manager, step, e) from e
+    self._saving[manager.directory] = step
+
+  def _wait(self, manager):
+    try:
+      manager.wait_until_finished()
+    except Exception as e:
+      raise self._save_error(manager, self._saving.get(manager.directory), e) from e
+
+  def _save_error(self, manager, step, error) -> CheckpointSaveError:
+    try:  # The steps on disk: Orbax's list drops the ones due for removal before they are.
+      kept = sorted(int(p.name) for p in manager.directory.iterdir() if p.name.isdigit())
+    except OSError:  # An unlistable directory: the steps known before.
+      kept = list(manager.all_steps())
+    kept = [s for s in kept if s != step]
+    return CheckpointSaveError(
+        f"could not save checkpoint {step} in {manager.directory} ({type(error).__name__}: "
+        f"{error}). The checkpoints saved before it are intact (steps {kept}); free disk space "
+        f"or make {self.workdir} writable, then run the same command again to resume.")
 
   def restore(self, abstract_state, *, best: bool = False):
     """(state, meta) from the newest readable checkpoint, or None if there is none.
 
-    A checkpoint that fails to read (truncated, corrupted) is skipped with a warning naming it,
-    and the one before it is tried; if none can be read, the last error is raised.
+    A checkpoint that fails to read (truncated, or its arrays differ from their sha256) is skipped
+    with a warning naming it, and the one before it is tried; if none can be read, the last error
+    is raised.
     """
     manager = self.best if best else self.last
     error = None
@@ -78,12 +137,16 @@ class Checkpoints:
       try:
         out = manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+        meta = dict(out.meta)
+        expected = meta.pop(STATE_SHA256, None)  # Absent in checkpoints of older versions.
+        if expected is not None and fingerprint(out.state) != expected:
+          raise ValueError("its arrays do not match the sha256 saved with them")
       except Exception as e:  # Orbax raises many types for unreadable files.
         logging.warning("checkpoint %s is unreadable (%s: %s); trying the one before it.",
                         manager.directory / str(step), type(e).__name__, e)
         error = e
         continue
-      return out.state, dict(out.meta)
+      return out.state, meta
     if error is not None:
       raise RuntimeError(f"no checkpoint in {manager.directory} could be read; the newest "
                          f"failed with: {error}") from error
@@ -93,11 +156,14 @@ class Checkpoints:
     step = self.best.latest_step()
     if step is None:
       return None
-    return dict(self.best.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta)
+    meta = dict(self.best.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta)
+    meta.pop(STATE_SHA256, None)
+    return meta
 
   def wait(self):
-    self.last.wait_until_finished()
-    self.best.wait_until_finished()
+    """Blocks until the saves started are written; a failed one raises CheckpointSaveError."""
+    self._wait(self.last)
+    self._wait(self.best)
 
   def close(self):
     self.last.close()

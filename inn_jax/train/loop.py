@@ -14,15 +14,21 @@ from inn_jax.train import mesh as mesh_lib
 
 
 class NonFiniteLossError(FloatingPointError):
-  """The loss or gradient became NaN/Inf; the offending update was not applied."""
+  """The loss, gradient or updated state became NaN/Inf; that update was not applied."""
 
 
 def init_state(params, tx) -> dict:
   return {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)}
 
 
+def _all_finite(tree) -> jax.Array:
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+                            if jnp.issubdtype(x.dtype, jnp.inexact)]))
+
+
 def make_train_step(graphdef, rest, tx, lr_schedule, dropout_seed: int):
-  """state, x_BL, y_BL -> state, metrics; a non-finite loss or gradient leaves state unchanged.
+  """state, x_BL, y_BL -> state, metrics; a non-finite loss, gradient or new state leaves state
+  unchanged.
 
   Dropout draws from fold_in(key(dropout_seed), step), so a resumed run repeats the same masks.
   """
@@ -41,7 +47,9 @@ def make_train_step(graphdef, rest, tx, lr_schedule, dropout_seed: int):
     new = {"params": optax.apply_updates(state["params"], updates), "opt_state": opt_state,
            "step": state["step"] + 1}
     grad_norm = jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads)))
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    # The new state too: an update can overflow with a finite loss and gradient, and the state
+    # a step returns is the one saved.
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & _all_finite(new)
     new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state)
     lr = lr_schedule(state["step"]) if callable(lr_schedule) else jnp.asarray(lr_schedule)
     return new, {"loss": loss, "grad_norm": grad_norm, "lr": lr, "finite": finite}
@@ -67,12 +75,17 @@ def compile_train_step(step_fn, state, batch_shape, mesh, compiler_options=None)
 
 
 def check_finite(history: list[tuple[int, dict]]):
-  """Raises NonFiniteLossError at the first step whose loss or gradient was not finite."""
+  """Raises NonFiniteLossError at the first step whose loss, gradient or new state was not
+  finite."""
   for step, m in history:
     if not bool(m["finite"]):
+      loss, grad_norm = float(m["loss"]), float(m["grad_norm"])
+      what = (f"loss became {loss} (gradient norm {grad_norm}) at step {step}"
+              if not (math.isfinite(loss) and math.isfinite(grad_norm)) else
+              f"the update of step {step} made the parameters or optimiser state non-finite "
+              f"(loss {loss}, gradient norm {grad_norm})")
       raise NonFiniteLossError(
-          f"loss became {float(m['loss'])} (gradient norm {float(m['grad_norm'])}) at step "
-          f"{step}; stopped without applying that update or saving it. The last good "
+          f"{what}; stopped without applying that update or saving it. The last good "
           "checkpoint is in the workdir. Lower optim.lr, keep optim.clip_norm > 0, or use "
           "model.dtype='float32'.")
 
