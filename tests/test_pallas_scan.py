@@ -72,13 +72,19 @@ def test_interpret_matches_sequential(dtype, batch, length, width, state, softpl
                                       chunk):
   args = _inputs(jax.random.key(length * width), batch, length, width, state, dtype, softplus,
                  optional)
+  kernel = lambda *a, **k: pallas_scan.selective_scan(*a, **k, backend="triton", interpret=True,
+                                                      chunk=chunk)
+  check_against_sequential(kernel, args, dtype, softplus)
+
+
+def check_against_sequential(kernel, args, dtype, softplus):
+  """y, the final state and every gradient of `kernel` equal the sequential scan's."""
   kw = dict(delta_softplus=softplus)
   key = jax.random.key(1)
-  (y, h), grads = _vjp(pallas_scan.selective_scan, args, key, backend="triton", interpret=True,
-                       chunk=chunk, **kw)
+  (y, h), grads = _vjp(kernel, args, key, **kw)
   (y_ref, h_ref), grads_ref = _vjp(scan.selective_scan, args, key, method="sequential", **kw)
   tol = F32_TOL if dtype == F32 else BF16_TOL
-  assert y.dtype == dtype and h.dtype == F32 and h.shape == (batch, width, state)
+  assert y.dtype == dtype and h.dtype == F32 and h.shape == h_ref.shape
   _close(y, y_ref, tol, "y")
   _close(h, h_ref, tol, "final state")
   for name in args:

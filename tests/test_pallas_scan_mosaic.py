@@ -9,8 +9,8 @@ import pytest
 from jax.experimental.pallas import mosaic_gpu as plgpu
 
 from inn_jax.ops import pallas_scan, scan
-from tests.test_pallas_scan import (BF16_TOL, F32_TOL, NAMES, _close, _gpu_case, _inputs,
-                                    _lower_for_cuda, _vjp)
+from tests.test_pallas_scan import (F32_TOL, NAMES, _close, _gpu_case, _inputs, _lower_for_cuda,
+                                    _vjp, check_against_sequential)
 
 F32, BF16 = jnp.float32, jnp.bfloat16
 BASE = ("u", "delta", "A", "B", "C")
@@ -36,17 +36,7 @@ def test_interpret_matches_sequential(dtype, batch, length, width, state, softpl
                                       chunk, tile):
   args = _inputs(jax.random.key(length * width), batch, length, width, state, dtype, softplus,
                  optional)
-  kw = dict(delta_softplus=softplus)
-  key = jax.random.key(1)
-  (y, h), grads = _vjp(_mosaic(interpret=True, chunk=chunk, tile=tile), args, key, **kw)
-  (y_ref, h_ref), grads_ref = _vjp(scan.selective_scan, args, key, method="sequential", **kw)
-  tol = F32_TOL if dtype == F32 else BF16_TOL
-  assert y.dtype == dtype and h.dtype == F32 and h.shape == (batch, width, state)
-  _close(y, y_ref, tol, "y")
-  _close(h, h_ref, tol, "final state")
-  for name in args:
-    assert grads[name].dtype == args[name].dtype, name
-    _close(grads[name], grads_ref[name], tol, f"grad of {name}")
+  check_against_sequential(_mosaic(interpret=True, chunk=chunk, tile=tile), args, dtype, softplus)
 
 
 def test_no_races_between_copies_and_compute():

@@ -32,11 +32,11 @@ def test_overrides_are_typed():
       "--config", "configs/quickstart.py", "--config.train.steps=7", "--config.optim.lr", "1e-3",
       "--config.optim.cycle_momentum=false", "--config.model.dtype=bfloat16",
       "--config.eval.splits=test", "--config.data.max_chars=5000",
-      "--config.data.path=/tmp/x.txt"])
+      "--config.data.path=data/x.txt"])
   assert c.train.steps == 7 and isinstance(c.train.steps, int)
   assert c.optim.lr == 1e-3 and c.optim.cycle_momentum is False
   assert c.model.dtype == "bfloat16" and c.eval.splits == ("test",)
-  assert c.data.max_chars == 5000 and c.data.path == "/tmp/x.txt"
+  assert c.data.max_chars == 5000 and c.data.path == "data/x.txt"
 
 
 def test_unknown_key_fails_and_lists_valid_keys():
