@@ -10,7 +10,8 @@ from jax.experimental.pallas import mosaic_gpu as plgpu
 
 from inn_jax.ops import pallas_scan, scan
 from tests.test_pallas_scan import (F32_TOL, NAMES, _close, _gpu_case, _inputs, _lower_for_cuda,
-                                    _vjp, check_against_sequential)
+                                    _vjp, check_against_sequential,
+                                    check_vmap_against_sequential)
 
 F32, BF16 = jnp.float32, jnp.bfloat16
 BASE = ("u", "delta", "A", "B", "C")
@@ -53,21 +54,7 @@ def test_no_races_between_copies_and_compute():
 
 
 def test_vmap_over_leading_axis():
-  args = _inputs(jax.random.key(2), 2, 9, 6, 3, F32, True, NAMES)
-  batched = {n: jnp.stack([v, 0.5 * v]) for n, v in args.items()}
-  names = ("u", "delta", "B", "C")
-
-  def loss(fn, **kw):
-    def f(u, delta, B, C):
-      y, h = fn(u, delta, args["A"], B, C, args["D"], args["z"], args["delta_bias"], True,
-                h0=args["h0"], return_state=True, **kw)
-      return jnp.sum(y * jnp.sin(y)) + jnp.sum(h**2)
-    return jax.vmap(jax.value_and_grad(f, argnums=(0, 1, 2, 3)))
-
-  got = loss(_mosaic(interpret=True, chunk=4))(*[batched[n] for n in names])
-  want = loss(scan.selective_scan, method="sequential")(*[batched[n] for n in names])
-  for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
-    _close(g, w, F32_TOL, "vmapped value or grad")
+  check_vmap_against_sequential(_mosaic(interpret=True, chunk=4))
 
 
 @pytest.mark.parametrize("bad", [dict(tile=6), dict(block_e=(64, 32)), dict(num_warps=(4, 4)),

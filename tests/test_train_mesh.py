@@ -24,8 +24,8 @@ def config_on(tmp_path, data, neuron):
   return config
 
 
-def test_mesh_shape_and_axes():
-  cfg = testing.tiny_config("/tmp/unused-mesh-test").mesh
+def test_mesh_shape_and_axes(tmp_path):
+  cfg = testing.tiny_config(tmp_path).mesh
   cfg.update(data=-1, neuron=2)
   mesh = mesh_lib.make_mesh(cfg)
   assert dict(mesh.shape) == {"data": 2, "neuron": 2}
