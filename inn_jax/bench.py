@@ -34,7 +34,7 @@ SMALL = {"inn": dict(d_model=64, n_layers=2, n_neurons=4, n_heads=4, d_state=8),
          "mamba": dict(d_model=64, n_layers=2, d_state=8),
          "lstm": dict(hidden=128, n_layers=2),
          "transformer": dict(d_model=64, n_layers=2, n_heads=4, d_ff=256)}
-SCAN_METHODS = ("sequential", "associative", "chunked", "chunked_sequential", "pallas")
+SCAN_METHODS = ("sequential", "associative", "chunked", "chunked_sequential", "blocked", "pallas")
 # The issue's targets against the paper's PyTorch INN: (key, comparison, bound).
 TARGETS = (("train_tokens_per_s_ratio", ">=", 5.0), ("peak_memory_ratio", "<=", 0.25),
            ("fraction_of_matmul_peak", ">=", 0.5))
@@ -88,12 +88,14 @@ def _peak_memory(device):
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "peak RSS (ru_maxrss)"
 
 
-def job_config(kind: str, size: str, batch: int, seq: int, dtype: str, scan_method: str):
+def job_config(kind: str, size: str, batch: int, seq: int, dtype: str, scan_method: str,
+               microbatches: int = 1):
   """The trainer's text8 config for `kind`, at `size`, with this batch, length and dtype."""
   from inn_jax.train import config as config_lib
   c = config_lib.load(str(ROOT / "configs" / f"text8.py:{kind}"))
   c.data.batch_size, c.data.seq_len = batch, seq
   c.data.eval_batch_size = batch
+  c.train.microbatches = microbatches
   if size == "small":
     c.model.update(SMALL[kind])
   if dtype != "config":
@@ -119,20 +121,20 @@ def _budget(gib: float, device) -> float:
 def _compile_fitting(c, step_fn, state, mesh, budget: float):
   """Compiles the train step, halving the batch while XLA's memory estimate exceeds `budget`."""
   from inn_jax.train import loop
-  batch, data_size = c.data.batch_size, mesh.shape["data"]
+  batch, rows = c.data.batch_size, mesh.shape["data"] * c.train.microbatches
   while True:
     start = time.perf_counter()
     compiled = loop.compile_train_step(step_fn, state, (batch, c.data.seq_len), mesh)
     seconds = time.perf_counter() - start
     m = compiled.memory_analysis()
     need = m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes
-    if not budget or need <= budget or batch // 2 < data_size or (batch // 2) % data_size:
+    if not budget or need <= budget or batch // 2 < rows or (batch // 2) % rows:
       return compiled, batch, seconds, need
     batch //= 2
 
 
 def measure_model(kind, size, batch, seq, dtype="float32", scan_method="auto", warmup=1,
-                  steps=2, mem_budget_gib=0.0) -> dict:
+                  steps=2, mem_budget_gib=0.0, microbatches=1) -> dict:
   """Train step and forward figures of one model (run it in a fresh process: see module doc)."""
   import jax
   import numpy as np
@@ -141,7 +143,7 @@ def measure_model(kind, size, batch, seq, dtype="float32", scan_method="auto", w
   from inn_jax.ops import scan
   from inn_jax.train import loop, optimizer, validate
   from inn_jax.train import mesh as mesh_lib
-  c = job_config(kind, size, batch, seq, dtype, scan_method)
+  c = job_config(kind, size, batch, seq, dtype, scan_method, microbatches)
   validate.check_config(c, jax.device_count())
   mesh = mesh_lib.make_mesh(c.mesh)
   model = build_model(c.model, VOCAB, nnx.Rngs(params=0, dropout=1))
@@ -153,7 +155,8 @@ def measure_model(kind, size, batch, seq, dtype="float32", scan_method="auto", w
   state = loop.init_state(params, tx)
   state = jax.device_put(state, mesh_lib.state_shardings(state, mesh))
   step_fn = loop.make_train_step(graphdef, rest, tx,
-                                 optimizer.schedules(c.optim, c.train.steps)[0], 1)
+                                 optimizer.schedules(c.optim, c.train.steps)[0], 1,
+                                 c.train.microbatches)
   budget = _budget(mem_budget_gib, jax.devices()[0])
   compiled, b, compile_s, xla_need = _compile_fitting(c, step_fn, state, mesh, budget)
   rows = mesh_lib.batch_sharding(mesh)
@@ -177,6 +180,7 @@ def measure_model(kind, size, batch, seq, dtype="float32", scan_method="auto", w
   method = scan.auto_method() if scan_method == "auto" else scan_method
   return dict(
       kind=kind, size=size, params=count_params(model), batch=b, requested_batch=batch,
+      microbatches=c.train.microbatches, remat=c.model.get("remat"),
       seq=seq, dtype=str(c.model.dtype), scan_method=method if "scan_method" in c.model else None,
       compile_s=compile_s, step_s=step_s, step_times_s=step_times,
       train_tokens_per_s=b * seq / step_s, forward_compile_s=forward_compile_s,
@@ -335,7 +339,8 @@ def parse(argv):
                  help="comma-separated, 'all' (pallas on GPUs only) or 'none'")
   p.add_argument("--scan_size", default="paper", choices=SIZES)
   p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "config"))
-  for flag, default in (("batch", 8), ("seq", 256), ("warmup", 1), ("steps", 2), ("reps", 3)):
+  for flag, default in (("batch", 8), ("seq", 256), ("warmup", 1), ("steps", 2), ("reps", 3),
+                        ("microbatches", 1)):
     p.add_argument(f"--{flag}", type=int, default=default)
   p.add_argument("--mem_budget_gib", type=float, default=-1.0,
                  help="cut the batch while XLA's estimate exceeds this; -1: most of the "
@@ -351,9 +356,9 @@ def parse(argv):
                     if a.scan_methods == "all" else _csv(a.scan_methods, SCAN_METHODS,
                                                          "--scan_methods"))
   a.matmul_sizes = [int(n) for n in a.matmul_sizes.split(",")]
-  if min(a.batch, a.seq, a.steps, *a.matmul_sizes, a.reps) < 1 or a.warmup < 0:
-    raise ValueError("--batch, --seq, --steps, --reps and --matmul_sizes must be >= 1, "
-                     "--warmup >= 0.")
+  if min(a.batch, a.seq, a.steps, *a.matmul_sizes, a.reps, a.microbatches) < 1 or a.warmup < 0:
+    raise ValueError("--batch, --seq, --steps, --reps, --microbatches and --matmul_sizes must "
+                     "be >= 1, --warmup >= 0.")
   for path in a.torch_ref:
     if not pathlib.Path(path).is_file():
       raise ValueError(f"--torch_ref {path}: no such file; make it with "
@@ -385,7 +390,7 @@ def main(argv=None) -> dict:
   out.mkdir(parents=True, exist_ok=True)
   stem = out / f"bench_{''.join(c if c.isalnum() else '_' for c in kind)}"
   common = dict(batch=a.batch, seq=a.seq, dtype=a.dtype, warmup=a.warmup, steps=a.steps,
-                mem_budget_gib=a.mem_budget_gib)
+                mem_budget_gib=a.mem_budget_gib, microbatches=a.microbatches)
 
   def save():
     if ref_lines:

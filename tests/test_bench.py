@@ -55,7 +55,7 @@ def tiny_run(tmp_path_factory):
   ref.write_text(json.dumps({"mode": "train", "batch": 4, "seq": 16, "tok_s": 10.0,
                              "peak_rss_gib": 8.0}) + "\n")
   bench.main(["--sizes", "small", "--models", "inn,lstm", "--scan_methods",
-              "chunked_sequential,sequential,pallas", "--scan_size", "small", "--batch", "4",
+              "blocked,sequential,pallas", "--scan_size", "small", "--batch", "4",
               "--seq", "16", "--warmup", "1", "--steps", "1", "--matmul_sizes", "64",
               "--reps", "2", "--out", str(out), "--torch_ref", str(ref)])
   return out
@@ -69,7 +69,7 @@ def test_tiny_run_writes_positive_figures(tiny_run):
                                                                ("lstm", "small")]
   for r in report["models"]:
     assert "error" not in r, r
-    assert (r["batch"], r["seq"]) == (4, 16)
+    assert (r["batch"], r["seq"], r["microbatches"]) == (4, 16, 1)
     for key in ("train_tokens_per_s", "forward_tokens_per_s", "compile_s", "peak_memory_bytes",
                 "xla_temp_plus_argument_bytes"):
       assert r[key] > 0, key
@@ -77,7 +77,7 @@ def test_tiny_run_writes_positive_figures(tiny_run):
     assert r["flops"]["xla_train_step"] > 0 and r["achieved_flops_per_s"]["analytic"] > 0
   scans, inn = report["scan_methods"], report["models"][0]
   assert scans["sequential"]["train_tokens_per_s"] > 0 and "skipped" in scans["pallas"]
-  assert scans["chunked_sequential"] == inn  # CPU's auto method: the model row, not rerun.
+  assert scans["blocked"] == inn  # CPU's auto method: the model row, not rerun.
   ratios = report["torch_reference"]
   assert ratios["train_tokens_per_s_ratio"] == pytest.approx(inn["train_tokens_per_s"] / 10.0)
   assert not ratios["same_shape"]  # The small INN, not the reference's model.

@@ -7,7 +7,7 @@ import pytest
 
 from inn_jax.ops import selective_scan
 
-XLA_METHODS = ("sequential", "associative", "chunked", "chunked_sequential")
+XLA_METHODS = ("sequential", "associative", "chunked", "chunked_sequential", "blocked")
 
 
 def make_inputs(batch=2, length=7, width=5, state=3, seed=0, dtype=jnp.float32):
@@ -75,7 +75,7 @@ def loss_fn(method, keys):
   return f
 
 
-@pytest.mark.parametrize("method", ["associative", "chunked", "chunked_sequential"])
+@pytest.mark.parametrize("method", XLA_METHODS[1:])
 @pytest.mark.parametrize("length", [1, 7, 13])
 def test_gradients_match_sequential(method, length):
   inp = make_inputs(length=length)
@@ -164,7 +164,7 @@ def test_chunked_memory_is_bounded():
     return compiled.memory_analysis().temp_size_in_bytes
 
   assoc = temp_bytes("associative")
-  for method in ("chunked", "chunked_sequential"):
+  for method in ("chunked", "chunked_sequential", "blocked"):
     assert temp_bytes(method) * 4 <= assoc, (method, temp_bytes(method), assoc)
 
 
@@ -180,8 +180,9 @@ def test_bad_input_names_the_problem(bad, match):
     selective_scan(inp["u"], inp["delta"], inp["A"], inp["B"], inp["C"], **bad)
 
 
-def test_pallas_runs_per_shard_under_a_mesh():
-  """Under a (data, neuron) mesh the kernel runs on each device's rows via shard_map."""
+@pytest.mark.parametrize("method", ["pallas", "blocked"])
+def test_runs_per_shard_under_a_mesh(method):
+  """Under a (data, neuron) mesh, loops over rows run on each device's rows via shard_map."""
   inp = make_inputs(batch=4, length=5, width=4, state=2)
   args = [inp[k] for k in ("u", "delta", "A", "B", "C")]
   kw = dict(D=inp["D"], z=inp["z"], delta_bias=inp["delta_bias"], delta_softplus=True,
@@ -189,7 +190,7 @@ def test_pallas_runs_per_shard_under_a_mesh():
   y_ref, h_ref = selective_scan(*args, **kw, method="sequential")
   mesh = jax.make_mesh((2, 2), ("data", "neuron"), axis_types=(jax.sharding.AxisType.Auto,) * 2)
   with jax.set_mesh(mesh):
-    f = jax.jit(lambda *a: selective_scan(*a, **kw, method="pallas"))
+    f = jax.jit(lambda *a: selective_scan(*a, **kw, method=method))
     lowered = f.lower(*args)
     y, h = f(*args)
   assert "shard_map" in lowered.as_text() or "sdy.manual_computation" in lowered.as_text()

@@ -59,3 +59,17 @@ def test_nan_loss_stops_without_saving_it(tmp_path):
     assert np.all(np.isfinite(leaf))
   assert not (workdir / "results.json").exists()
   assert max(train_losses(workdir)) == 1  # The NaN step was never logged as a result.
+
+
+def test_microbatches_accumulate_the_same_update(tmp_path):
+  """Dropout off: 2 micro-batches give the full batch's loss and parameters (to rounding)."""
+  results = {}
+  for k in (1, 2):
+    config = quick(tmp_path, f"micro{k}", steps=3, microbatches=k, save_every=3)
+    config.model.attn_dropout = 0.0
+    runner.train(config)
+    results[k] = (saved(config.workdir, 3), train_losses(config.workdir))
+  (a, losses_a), (b, losses_b) = results[1], results[2]
+  np.testing.assert_allclose(list(losses_a.values()), list(losses_b.values()), rtol=1e-5)
+  for x, y in zip(jax.tree.leaves(a["params"]), jax.tree.leaves(b["params"]), strict=True):
+    np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6)

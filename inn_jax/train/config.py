@@ -50,6 +50,7 @@ def base_config(name: str, model: ml_collections.ConfigDict, dataset: str, **dat
       keep=3,  # Last checkpoints kept; the best one by validation is kept apart.
       eval_windows=0,  # Windows of the valid split for periodic evaluation; 0 = all of it.
       async_save=True,
+      microbatches=1,  # > 1: accumulate gradients over this many slices of each batch.
   ))
   c.eval = ml_collections.ConfigDict(dict(
       splits=("valid", "test"),

@@ -26,23 +26,44 @@ def _all_finite(tree) -> jax.Array:
                             if jnp.issubdtype(x.dtype, jnp.inexact)]))
 
 
-def make_train_step(graphdef, rest, tx, lr_schedule, dropout_seed: int):
+def make_train_step(graphdef, rest, tx, lr_schedule, dropout_seed: int, microbatches: int = 1):
   """state, x_BL, y_BL -> state, metrics; a non-finite loss, gradient or new state leaves state
   unchanged.
 
-  Dropout draws from fold_in(key(dropout_seed), step), so a resumed run repeats the same masks.
+  Dropout draws from fold_in(key(dropout_seed), step) (and the micro-batch index), so a resumed
+  run repeats the same masks. `microbatches` > 1 accumulates the gradient over that many slices
+  of the batch: the same update for a fraction of the activation memory.
   """
   key = jax.random.key(dropout_seed)
 
-  def step(state, x_BL, y_BL):
-    def loss_fn(params):
-      # A copy: nnx.merge reuses Variable objects, and these must belong to this trace.
-      model = nnx.merge(graphdef, params, jax.tree.map(lambda x: x, rest))
-      nnx.reseed(model, dropout=jax.random.fold_in(key, state["step"]))
-      logits_BLV = model(x_BL)
-      return optax.softmax_cross_entropy_with_integer_labels(logits_BLV, y_BL).mean()
+  def loss_fn(params, x_BL, y_BL, dropout_key):
+    # A copy: nnx.merge reuses Variable objects, and these must belong to this trace.
+    model = nnx.merge(graphdef, params, jax.tree.map(lambda x: x, rest))
+    nnx.reseed(model, dropout=dropout_key)
+    logits_BLV = model(x_BL)
+    return optax.softmax_cross_entropy_with_integer_labels(logits_BLV, y_BL).mean()
 
-    loss, grads = jax.value_and_grad(loss_fn)(state["params"])
+  def loss_and_grads(params, x_BL, y_BL, step_key):
+    if microbatches == 1:
+      return jax.value_and_grad(loss_fn)(params, x_BL, y_BL, step_key)
+    # Slice j holds rows j, j + k, ...: with batch % (k * data) == 0 every device keeps rows
+    # of its own shard, so slicing moves no data.
+    split = lambda a_BL: jnp.swapaxes(a_BL.reshape(-1, microbatches, a_BL.shape[1]), 0, 1)
+
+    def accumulate(carry, xs):
+      j, x_bL, y_bL = xs
+      loss, grads = jax.value_and_grad(loss_fn)(params, x_bL, y_bL,
+                                                jax.random.fold_in(step_key, j))
+      return jax.tree.map(jnp.add, carry, (loss, grads)), None
+
+    zeros = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, params))
+    total, _ = jax.lax.scan(accumulate, zeros,
+                            (jnp.arange(microbatches), split(x_BL), split(y_BL)))
+    return jax.tree.map(lambda t: t / microbatches, total)
+
+  def step(state, x_BL, y_BL):
+    loss, grads = loss_and_grads(state["params"], x_BL, y_BL,
+                                 jax.random.fold_in(key, state["step"]))
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     new = {"params": optax.apply_updates(state["params"], updates), "opt_state": opt_state,
            "step": state["step"] + 1}

@@ -121,7 +121,8 @@ def train(config) -> dict:
                f"vocabulary {r.corpus.vocab.size}, mesh {dict(r.mesh.shape)}")
   stream = data.TrainStream(r.corpus.train, d.batch_size, d.seq_len, mode=d.stream, seed=d.seed)
   lr, _ = optimizer.schedules(c.optim, c.train.steps)
-  step_fn = loop.make_train_step(r.graphdef_train, r.rest, r.tx, lr, c.seed + 1)
+  step_fn = loop.make_train_step(r.graphdef_train, r.rest, r.tx, lr, c.seed + 1,
+                                 c.train.microbatches)
   t0 = time.time()
   compiled = loop.compile_train_step(step_fn, r.state, (d.batch_size, d.seq_len), r.mesh,
                                      r.compiler_options)

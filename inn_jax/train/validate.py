@@ -10,7 +10,7 @@ from inn_jax.train.mesh import mesh_shape
 
 _POSITIVE = {
     "data": ("batch_size", "seq_len", "eval_batch_size"),
-    "train": ("steps", "keep"),
+    "train": ("steps", "keep", "microbatches"),
 }
 _NON_NEGATIVE = {"train": ("log_every", "eval_every", "save_every", "eval_windows", "stop_at")}
 
@@ -77,6 +77,11 @@ def _check_mesh(config, n_devices: int):
     if config.data[key] % data_size:
       _fail(f"data.{key}", f"{config.data[key]} is not divisible by the data-parallel size "
             f"{data_size} (mesh.data); use a multiple of {data_size}.")
+  k = config.train.microbatches
+  if k > 1 and config.data.batch_size % (k * data_size):
+    _fail("train.microbatches", f"{k} micro-batches x data-parallel size {data_size} do not "
+          f"divide data.batch_size={config.data.batch_size}; use a batch size that is a "
+          f"multiple of {k * data_size} or fewer micro-batches.")
 
 
 def _check_optim(o):
