@@ -262,6 +262,8 @@ def _table(header, rows) -> list[str]:
 def _cells(r: dict, keys) -> list[str]:
   """One model row's cells; a batch the memory budget cut says so."""
   cut = f" (cut from {r['requested_batch']})" if r["batch"] != r["requested_batch"] else ""
+  k = r.get("microbatches", 1)
+  cut += f", {k} micro-batches" if k > 1 else ""
   cells = {"params": f"{r['params']:,}", "shape": f"{r['batch']} x {r['seq']}{cut}",
            "dtype": r["dtype"], "scan": r["scan_method"] or "-",
            "train": f"{r['train_tokens_per_s']:.1f}", "forward": f"{r['forward_tokens_per_s']:.1f}",

@@ -1,6 +1,7 @@
 """inn_jax.bench: FLOP counting, ratios against the reference, and a tiny end-to-end run."""
 
 import json
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -93,3 +94,20 @@ def test_tiny_run_markdown_has_every_table(tiny_run):
                   "| sequential | 4 x 16 |", "## Against the paper's PyTorch INN",
                   "NOT like for like"):
     assert section in md, section
+
+
+def test_flop_ceiling_script(tmp_path):
+  """benchmarks/flop_ceiling.py: both variants timed on the same FLOPs; the scan is put back."""
+  import importlib.util
+  from inn_jax.nn import mamba
+  path = pathlib.Path(__file__).parents[1] / "benchmarks" / "flop_ceiling.py"
+  spec = importlib.util.spec_from_file_location("flop_ceiling", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  scan = mamba.selective_scan
+  report = module.main(["--seq", "8", "--repeats", "1", "--out", str(tmp_path / "c.json")])
+  assert mamba.selective_scan is scan
+  assert json.loads((tmp_path / "c.json").read_text())["inn"] == report["inn"]
+  a, b = report["inn"], report["inn_without_scan"]
+  assert a["flops"] == b["flops"] > 0 and (a["batch"], a["seq"]) == (1, 8)
+  assert a["fraction_of_matmul_peak"] > 0 and b["fraction_of_matmul_peak"] > 0
