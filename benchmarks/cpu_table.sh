@@ -14,3 +14,6 @@ bash benchmarks/torch_reference.sh --mode infer
     --torch_ref benchmarks/results/torch_ref_{train,infer}_8x256.json
 "$py" -m inn_jax.bench --models mamba,lstm,transformer --scan_methods none \
     --out benchmarks/results/baselines
+# The associative scan keeps every state for the backward pass: ~23 GiB at this size, one step.
+"$py" -m inn_jax.bench --models inn --microbatches 8 --scan_methods associative --steps 1 \
+    --warmup 0 --out benchmarks/results/associative
