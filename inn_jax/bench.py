@@ -106,16 +106,10 @@ def job_config(kind: str, size: str, batch: int, seq: int, dtype: str, scan_meth
 
 
 def _budget(gib: float, device) -> float:
-  """Bytes a step may need: `gib`, or (gib < 0) 90% of an accelerator's memory or 80% of the
-  host memory available now; 0 means no limit."""
-  if gib >= 0:
-    return gib * GIB
-  if device.platform != "cpu":
-    return 0.9 * (device.memory_stats() or {}).get("bytes_limit", 0)
-  meminfo = pathlib.Path("/proc/meminfo")
-  lines = meminfo.read_text().splitlines() if meminfo.exists() else []
-  kib = next((int(x.split()[1]) for x in lines if x.startswith("MemAvailable:")), 0)
-  return 0.8 * kib * 1024
+  """Bytes a step may need: `gib`, or (gib < 0) what the trainer allows (memory.budget);
+  0 means no limit."""
+  from inn_jax.train import memory
+  return gib * GIB if gib >= 0 else memory.budget(device)
 
 
 def _compile_fitting(c, step_fn, state, mesh, budget: float):

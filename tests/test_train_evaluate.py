@@ -82,3 +82,36 @@ def test_carry_modes():
   with pytest.raises(ValueError, match="carry_state='maybe'"):
     evaluate.carry_modes("inn", "maybe")
   assert jax.device_count() == 4
+
+
+@pytest.mark.parametrize("kind", ["inn", "lstm"])
+def test_micro_batched_evaluation_gives_the_same_scores(tmp_path, kind):
+  """Fresh and carried windows (the INN's state has batch x neurons rows): k = 1, 2, 4 agree."""
+  config = testing.tiny_config(tmp_path, kind)
+  config.mesh.update(data=2, neuron=1)
+  r = runner.Run(config)
+  valid, params = np.asarray(r.corpus.valid), r.state["params"]
+  got = {}
+  for k in (1, 2, 4):
+    ev = evaluate.Evaluator(r.graphdef_eval, r.rest, r.mesh, r.compiler_options, k)
+    got[k] = [ev.score(params, valid, 8, 16, carry=c, max_windows=6) for c in (False, True)]
+    assert ev._steps[(8, 16)][2] == k
+  for k in (2, 4):
+    for (nats, count), (nats1, count1) in zip(got[k], got[1]):
+      assert count == count1 > 0
+      np.testing.assert_allclose(nats, nats1, rtol=2e-6)
+  assert got[1][0][0] != got[1][1][0]  # Carrying the state changes the score: it is used.
+
+
+def test_evaluation_takes_the_fewest_micro_batches_that_fit(run):
+  from inn_jax.train import memory
+  params, valid = run.state["params"], np.asarray(run.corpus.valid)
+  need = {}
+  for k in (1, 2):
+    ev = evaluate.Evaluator(run.graphdef_eval, run.rest, run.mesh, run.compiler_options, k)
+    need[k] = memory.step_bytes(ev._prepare(params, 8, 16)[0])
+  assert need[1] > need[2]
+  ev = evaluate.Evaluator(run.graphdef_eval, run.rest, run.mesh, run.compiler_options, 0,
+                          need[1] - 1)
+  ev.score(params, valid, 8, 16, max_windows=1)
+  assert ev._steps[(8, 16)][2] == 2

@@ -9,7 +9,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from inn_jax.train import loop, runner, testing
+from inn_jax.train import loop, memory, optimizer, runner, testing
 
 
 def quick(tmp_path, name, steps=6, **train):
@@ -73,3 +73,35 @@ def test_microbatches_accumulate_the_same_update(tmp_path):
   np.testing.assert_allclose(list(losses_a.values()), list(losses_b.values()), rtol=1e-5)
   for x, y in zip(jax.tree.leaves(a["params"]), jax.tree.leaves(b["params"]), strict=True):
     np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6)
+
+
+def _fitting(config, microbatches, budget):
+  r = runner.Run(config)
+  lr, _ = optimizer.schedules(config.optim, config.train.steps)
+  make = lambda k: loop.make_train_step(r.graphdef_train, r.rest, r.tx, lr, 1, k)
+  shape = (config.data.batch_size, config.data.seq_len)
+  return loop.compile_fitting_step(make, r.state, shape, r.mesh, microbatches, budget,
+                                   r.compiler_options)
+
+
+def test_automatic_microbatches_take_the_fewest_that_fit(tmp_path):
+  config = quick(tmp_path, "auto", steps=1)
+  config.data.batch_size = 16  # 4 devices: 1, 2 or 4 micro-batches.
+  need = {k: memory.step_bytes(_fitting(config, k, 0.0)[0]) for k in (1, 2, 4)}
+  assert need[1] > need[2] > need[4]
+  assert _fitting(config, 0, need[1])[1] == 1
+  assert _fitting(config, 0, need[1] - 1)[1] == 2
+  assert _fitting(config, 0, need[4])[1] == 4
+  with pytest.raises(memory.StepMemoryError, match=r"with 4 micro-batch\(es\) of 4 x 16.*lower "
+                     r"data.batch_size"):
+    _fitting(config, 0, need[4] - 1)
+
+
+def test_a_step_that_does_not_fit_fails_before_running(tmp_path, monkeypatch):
+  config = quick(tmp_path, "big", steps=2)
+  monkeypatch.setattr(runner.Run, "memory_budget", lambda self: 1024.0)
+  with pytest.raises(memory.StepMemoryError, match=r"train.microbatches: the step needs .* GiB per device with 1 micro-batch\(es\) of "
+                     r"8 x 16, but 0.00 GiB is available; set --config.train.microbatches=0"):
+    runner.train(config)
+  assert not (pathlib.Path(config.workdir) / "checkpoints").exists() or not any(
+      p.name.isdigit() for p in (pathlib.Path(config.workdir) / "checkpoints").iterdir())

@@ -32,7 +32,7 @@ def set_(config, key, value):
     ({"data.seq_len": 0}, r"data.seq_len: must be positive"),
     ({"train.steps": 0}, r"train.steps: must be positive"),
     ({"train.log_every": -1}, r"train.log_every: must be >= 0"),
-    ({"train.microbatches": 0}, r"train.microbatches: must be positive"),
+    ({"train.microbatches": -1}, r"train.microbatches: must be >= 0"),
     ({"train.microbatches": 4}, r"train.microbatches: 4 micro-batches x data-parallel size 4 "
      r"do not divide data.batch_size=8; use a batch size that is a multiple of 16"),
     ({"optim.lr": 0.0}, r"optim.lr: must be positive"),

@@ -50,11 +50,14 @@ def base_config(name: str, model: ml_collections.ConfigDict, dataset: str, **dat
       keep=3,  # Last checkpoints kept; the best one by validation is kept apart.
       eval_windows=0,  # Windows of the valid split for periodic evaluation; 0 = all of it.
       async_save=True,
-      microbatches=1,  # > 1: accumulate gradients over this many slices of each batch.
+      # > 1: accumulate gradients over this many slices of each batch (the same update, a
+      # K-th of the activation memory); 0: the fewest (1, 2, 4, ...) that fit the device.
+      microbatches=1,
   ))
   c.eval = ml_collections.ConfigDict(dict(
       splits=("valid", "test"),
       carry_state="auto",  # "auto": both ways for recurrent models | "yes" | "no".
+      microbatches=0,  # Slices of each eval batch in its step; 0: the fewest that fit. Same result.
   ))
   c.mesh = ml_collections.ConfigDict(dict(data=-1, neuron=1))  # -1: all remaining devices.
   c.distributed = ml_collections.ConfigDict(dict(
@@ -204,4 +207,6 @@ def table_config(name: str, variant: str | None, sizes: dict, dataset: str, **da
                   dataset, **data_overrides)
   if paper:
     c.optim.decay_mask = "all"
+  # The paper's sizes need tens of GiB at their batch; split the batch only where memory asks.
+  c.train.microbatches = 0
   return c

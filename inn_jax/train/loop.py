@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from inn_jax.train import memory
 from inn_jax.train import mesh as mesh_lib
 
 
@@ -46,9 +47,7 @@ def make_train_step(graphdef, rest, tx, lr_schedule, dropout_seed: int, microbat
   def loss_and_grads(params, x_BL, y_BL, step_key):
     if microbatches == 1:
       return jax.value_and_grad(loss_fn)(params, x_BL, y_BL, step_key)
-    # Slice j holds rows j, j + k, ...: with batch % (k * data) == 0 every device keeps rows
-    # of its own shard, so slicing moves no data.
-    split = lambda a_BL: jnp.swapaxes(a_BL.reshape(-1, microbatches, a_BL.shape[1]), 0, 1)
+    split = lambda a_BL: memory.split_rows(a_BL, microbatches)
 
     def accumulate(carry, xs):
       j, x_bL, y_bL = xs
@@ -93,6 +92,15 @@ def compile_train_step(step_fn, state, batch_shape, mesh, compiler_options=None)
   """The AOT-compiled train step (see lower_train_step)."""
   lowered = lower_train_step(step_fn, state, batch_shape, mesh)
   return lowered.compile(compiler_options=compiler_options)
+
+
+def compile_fitting_step(make_step, state, batch_shape, mesh, microbatches: int, limit: float,
+                         compiler_options=None):
+  """(compiled step, micro-batches): see memory.fit; raises before any step runs."""
+  return memory.fit(lambda k: compile_train_step(make_step(k), state, batch_shape, mesh,
+                                                 compiler_options),
+                    batch_shape, mesh.shape["data"], microbatches, limit,
+                    key="train.microbatches", shrink="data.batch_size or data.seq_len")
 
 
 def check_finite(history: list[tuple[int, dict]]):

@@ -12,7 +12,7 @@ from flax import nnx
 
 from inn_jax import data
 from inn_jax.models import build_model, count_params
-from inn_jax.train import checkpoint, evaluate, loop, optimizer, validate
+from inn_jax.train import checkpoint, evaluate, loop, memory, optimizer, validate
 from inn_jax.train import mesh as mesh_lib
 from inn_jax.train.log import Logger, per_token
 
@@ -60,11 +60,21 @@ class Run:
     self.state = _put(state, self.shardings)
     self.compiler_options = config.compiler_options.to_dict() or None
     self.evaluator = evaluate.Evaluator(self.graphdef_eval, rest_eval, self.mesh,
-                                        self.compiler_options)
+                                        self.compiler_options, config.eval.microbatches,
+                                        self.memory_budget())
     self.checkpoints = checkpoint.Checkpoints(config.workdir, keep=config.train.keep,
                                               async_save=config.train.async_save)
     self.checkpoints.check_config({**config.to_dict(), "vocab_size": self.corpus.vocab.size},
                                   write=config.mode == "train")
+
+  def memory_budget(self) -> float:
+    """Bytes per device for the train step; the smallest of all processes, so that automatic
+    micro-batching compiles the same program everywhere."""
+    budget = memory.budget(jax.local_devices()[0])
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+      budget = float(np.min(multihost_utils.process_allgather(np.float64(budget))))
+    return budget
 
   def abstract_state(self):
     return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
@@ -121,12 +131,13 @@ def train(config) -> dict:
                f"vocabulary {r.corpus.vocab.size}, mesh {dict(r.mesh.shape)}")
   stream = data.TrainStream(r.corpus.train, d.batch_size, d.seq_len, mode=d.stream, seed=d.seed)
   lr, _ = optimizer.schedules(c.optim, c.train.steps)
-  step_fn = loop.make_train_step(r.graphdef_train, r.rest, r.tx, lr, c.seed + 1,
-                                 c.train.microbatches)
+  make_step = lambda k: loop.make_train_step(r.graphdef_train, r.rest, r.tx, lr, c.seed + 1, k)
   t0 = time.time()
-  compiled = loop.compile_train_step(step_fn, r.state, (d.batch_size, d.seq_len), r.mesh,
-                                     r.compiler_options)
-  logger.print(f"train step compiled in {time.time() - t0:.1f}s")
+  compiled, k = loop.compile_fitting_step(make_step, r.state, (d.batch_size, d.seq_len), r.mesh,
+                                          c.train.microbatches, r.memory_budget(),
+                                          r.compiler_options)
+  split = f", {k} micro-batches of {d.batch_size // k} x {d.seq_len}" if k > 1 else ""
+  logger.print(f"train step compiled in {time.time() - t0:.1f}s{split}")
   validate_fn = lambda params: r.score(params, "valid", max_windows=c.train.eval_windows)["nats"]
   try:
     with jax.set_mesh(r.mesh):

@@ -10,9 +10,10 @@ from inn_jax.train.mesh import mesh_shape
 
 _POSITIVE = {
     "data": ("batch_size", "seq_len", "eval_batch_size"),
-    "train": ("steps", "keep", "microbatches"),
+    "train": ("steps", "keep"),
 }
-_NON_NEGATIVE = {"train": ("log_every", "eval_every", "save_every", "eval_windows", "stop_at")}
+_NON_NEGATIVE = {"train": ("log_every", "eval_every", "save_every", "eval_windows", "stop_at",
+                           "microbatches"), "eval": ("microbatches",)}
 
 
 class ConfigError(ValueError):
