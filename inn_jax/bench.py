@@ -114,14 +114,13 @@ def _budget(gib: float, device) -> float:
 
 def _compile_fitting(c, step_fn, state, mesh, budget: float):
   """Compiles the train step, halving the batch while XLA's memory estimate exceeds `budget`."""
-  from inn_jax.train import loop
+  from inn_jax.train import loop, memory
   batch, rows = c.data.batch_size, mesh.shape["data"] * c.train.microbatches
   while True:
     start = time.perf_counter()
     compiled = loop.compile_train_step(step_fn, state, (batch, c.data.seq_len), mesh)
     seconds = time.perf_counter() - start
-    m = compiled.memory_analysis()
-    need = m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes
+    need = memory.step_bytes(compiled)
     if not budget or need <= budget or batch // 2 < rows or (batch // 2) % rows:
       return compiled, batch, seconds, need
     batch //= 2
