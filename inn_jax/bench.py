@@ -161,8 +161,8 @@ def measure_model(kind, size, batch, seq, dtype="float32", scan_method="auto", w
     peak, source = _peak_memory(jax.devices()[0])  # Before the forward: the step's peak.
     forward_fn = lambda p, t: nnx.merge(graphdef_eval, p, rest_eval)(t)
     start = time.perf_counter()
-    forward = jax.jit(forward_fn, in_shardings=(mesh_lib.replicated(mesh), rows)).lower(
-        params, x).compile()
+    forward = jax.jit(forward_fn, in_shardings=(mesh_lib.state_shardings(params, mesh), rows))
+    forward = forward.lower(params, x).compile()
     forward_compile_s = time.perf_counter() - start
     forward_s, _, _ = _median_step(forward, (params, x), warmup, steps)
   fwd_matmul = matmul_flops(jax.make_jaxpr(forward_fn)(params, x).jaxpr)

@@ -16,6 +16,7 @@ import pathlib
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
 CONFIG_FILE = "config.json"
 # Sections that fix the shapes or meaning of the saved state: a change here cannot resume.
@@ -28,14 +29,16 @@ class CheckpointSaveError(OSError):
 
 
 def fingerprint(state) -> str:
-  """sha256 over the state's dtypes, shapes and bytes. The state is replicated (mesh.py), so
-  every process hashes the same bytes."""
+  """sha256 over the state's dtypes, shapes and bytes: the global arrays, so every process hashes
+  the same bytes whether an array is replicated or split over the mesh (per-neuron parameters)."""
   h = hashlib.sha256()
   for x in jax.tree.leaves(state):
-    if isinstance(x, jax.Array) and not x.is_fully_replicated:
-      raise ValueError("checkpoint.fingerprint needs replicated arrays (mesh.state_shardings); "
-                       "a sharded state must be gathered to be hashed.")
-    a = np.asarray(x.addressable_data(0) if isinstance(x, jax.Array) else x)
+    if isinstance(x, jax.Array):
+      if x.is_fully_replicated:
+        x = x.addressable_data(0)
+      elif not x.is_fully_addressable:  # Shards on other processes: gather them.
+        x = multihost_utils.process_allgather(x, tiled=True)
+    a = np.asarray(x)
     h.update(f"{a.dtype.str}{a.shape}".encode())
     h.update(np.ascontiguousarray(a).tobytes())
   return h.hexdigest()

@@ -85,7 +85,7 @@ class Evaluator:
     if key not in self._steps:
       rows = mesh_lib.batch_sharding(self.mesh)
       rep = mesh_lib.replicated(self.mesh)
-      shardings = (rep, rows, rows, rows)
+      shardings = (mesh_lib.state_shardings(params, self.mesh), rows, rows, rows)
       spec = jax.ShapeDtypeStruct((batch, seq_len), jnp.int32, sharding=rows)
       mask = jax.ShapeDtypeStruct((batch, seq_len), jnp.bool_, sharding=rows)
 

@@ -78,7 +78,8 @@ def make_train_step(graphdef, rest, tx, lr_schedule, dropout_seed: int, microbat
 
 
 def lower_train_step(step_fn, state, batch_shape, mesh):
-  """Traces `step_fn` with state replicated and batches split over the data axis."""
+  """Traces `step_fn` with the state laid out by mesh.state_shardings and batches split over the
+  data axis."""
   state_sh = mesh_lib.state_shardings(state, mesh)
   rows = mesh_lib.batch_sharding(mesh)
   jitted = jax.jit(step_fn, in_shardings=(state_sh, rows, rows),

@@ -1,8 +1,9 @@
 """The device mesh and every sharding the training loop uses, declared once.
 
-Axes come from inn_jax.sharding: DATA splits the batch, NEURON the INN's population (the model
-calls `constrain` on its activations). Parameters and optimiser state are replicated: the paper's
-models have a few million parameters, so data parallelism over them costs one all-reduce.
+Axes and specs come from inn_jax.sharding: DATA splits the batch, NEURON the INN's population
+(the model constrains its activations). Per-neuron parameters and their optimiser moments are split
+over the neuron axis; every other parameter is replicated: the paper's models have a few million
+parameters, so data parallelism over them costs one all-reduce.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import numpy as np
 from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from inn_jax.sharding import DATA, MESH_AXES
+from inn_jax.sharding import DATA, MESH_AXES, variable_specs
 
 
 def mesh_shape(cfg, n_devices: int) -> tuple[int, int]:
@@ -44,8 +45,8 @@ def batch_sharding(mesh) -> NamedSharding:
 
 
 def state_shardings(state, mesh):
-  """The training state's sharding tree: all replicated (see the module docstring)."""
-  return jax.tree.map(lambda _: replicated(mesh), state)
+  """The sharding tree of a training state or of parameters (see the module docstring)."""
+  return jax.tree.map(lambda spec: NamedSharding(mesh, spec), variable_specs(state))
 
 
 def global_batch(array_BL: np.ndarray, sharding: NamedSharding) -> jax.Array:
