@@ -63,3 +63,21 @@ def test_loaded_config_is_locked():
   c = config_lib.load("configs/quickstart.py")
   with pytest.raises(AttributeError):
     c.trian = 3
+
+
+@pytest.mark.parametrize("text", ["0.8,0.1,0.1", "(0.8, 0.1, 0.1)", "[0.8,0.1, 0.1]"])
+def test_tuples_parse_item_by_item(text):
+  c = config_lib.from_argv(["--config=configs/quickstart.py", f"--config.data.split={text}",
+                            "--config.eval.splits=valid,test"])
+  assert c.data.split == (0.8, 0.1, 0.1) and all(isinstance(f, float) for f in c.data.split)
+  assert c.eval.splits == ("valid", "test")
+  with pytest.raises(ValueError, match=r"--config.data.split=0.8,x,0.1: could not convert string "
+                                       r"to float: 'x'"):
+    config_lib.from_argv(["--config=configs/quickstart.py", "--config.data.split=0.8,x,0.1"])
+
+
+def test_workdir_flag_is_config_workdir():
+  for argv in (["--workdir", "w/a"], ["--workdir=w/a"], ["--config.workdir=w/a"]):
+    assert config_lib.from_argv(["--config", "configs/quickstart.py", *argv]).workdir == "w/a"
+  with pytest.raises(ValueError, match="--workdir: missing value"):
+    config_lib.from_argv(["--config", "configs/quickstart.py", "--workdir"])

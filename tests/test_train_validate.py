@@ -35,6 +35,14 @@ def set_(config, key, value):
     ({"train.microbatches": -1}, r"train.microbatches: must be >= 0"),
     ({"train.microbatches": 4}, r"train.microbatches: 4 micro-batches x data-parallel size 4 "
      r"do not divide data.batch_size=8; use a batch size that is a multiple of 16"),
+    ({"eval.microbatches": 3}, r"eval.microbatches: 3 micro-batches x data-parallel size 4 "
+     r"do not divide data.eval_batch_size=8; use a batch size that is a multiple of 12"),
+    ({"eval.microbatches": -1}, r"eval.microbatches: must be >= 0"),
+    ({"model.attn_dropout": 1.5}, r"model.attn_dropout: 1.5 is not a dropout rate in \[0, 1\)"),
+    ({"model.attn_dropout": -0.5}, r"model.attn_dropout: -0.5 is not a dropout rate"),
+    ({"model.attn_dropout": 1.0}, r"model.attn_dropout: 1.0 is not a dropout rate"),
+    ({"model.dtype": "foo"}, r"model.dtype: 'foo' is not a supported compute dtype; choose one "
+     r"of \('float32', 'bfloat16', 'float16'\)"),
     ({"optim.lr": 0.0}, r"optim.lr: must be positive"),
     ({"optim.pct_start": 1.0}, r"optim.pct_start: must be in \(0, 1\)"),
     ({"mode": "serve"}, r"mode: 'serve' is not one of"),
@@ -51,6 +59,21 @@ def test_bad_config_fails_before_reading_data(tmp_path, monkeypatch, changes, me
   monkeypatch.setattr(data, "load_corpus", no_data)
   with pytest.raises(validate.ConfigError, match=message):
     runner.Run(config)
+
+
+def test_dropout_of_every_model_is_checked(tmp_path):
+  for kind, key in (("lstm", "dropout"), ("transformer", "dropout")):
+    config = testing.tiny_config(tmp_path, kind)
+    config.model[key] = 1.2
+    with pytest.raises(validate.ConfigError, match=rf"model.{key}: 1.2 is not a dropout rate"):
+      validate.check_config(config, 4)
+
+
+def test_split_from_the_command_line_reaches_the_corpus(tmp_path):
+  from tests import train_cli
+  config = train_cli.load(train_cli.config_file(tmp_path, 2), data__split="0.8,0.1,0.1")
+  corpus = data.load_corpus(config.data)
+  assert (len(corpus.train), len(corpus.valid), len(corpus.test)) == (4800, 600, 600)
 
 
 def test_neuron_axis_only_for_the_inn(tmp_path):
@@ -79,6 +102,7 @@ def test_command_line_prints_the_message(tmp_path):
       [sys.executable, "train.py", "--config", "configs/quickstart.py",
        "--config.model.n_heads=5", f"--config.workdir={tmp_path}"],
       capture_output=True, text=True, timeout=120)
-  assert out.returncode != 0
-  assert "error: config.model.n_heads: 5 heads do not divide the width d_model=64" in out.stderr
-  assert "Traceback" not in out.stderr
+  assert out.returncode == 2
+  assert out.stderr.startswith("error: config.model.n_heads: 5 heads do not divide the width "
+                               "d_model=64")
+  assert len(out.stderr.strip().splitlines()) == 1  # One line, no traceback.

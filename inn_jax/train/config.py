@@ -53,6 +53,9 @@ def base_config(name: str, model: ml_collections.ConfigDict, dataset: str, **dat
       # > 1: accumulate gradients over this many slices of each batch (the same update, a
       # K-th of the activation memory); 0: the fewest (1, 2, 4, ...) that fit the device.
       microbatches=1,
+      # Resume even though keys that change the results differ from the saved config; the
+      # changes are recorded in the workdir's config_history.jsonl (see inn_jax/train/workdir.py).
+      allow_changes=False,
   ))
   c.eval = ml_collections.ConfigDict(dict(
       splits=("valid", "test"),
@@ -121,8 +124,12 @@ def _parse(text: str, current, kind=None):
     return float(text)
   if isinstance(current, str):
     return text
-  if isinstance(current, (tuple, list)):
-    return tuple(x.strip() for x in text.split(",") if x.strip())
+  if isinstance(current, (tuple, list)):  # "0.8,0.1,0.1" or "(0.8, 0.1, 0.1)".
+    items = [x.strip() for x in text.strip().strip("()[]").split(",") if x.strip()]
+    # Each item as the type of the current items: data.split stays numbers, eval.splits names.
+    kinds = {type(x) for x in current}
+    item = current[0] if len(kinds) == 1 and not isinstance(current[0], (tuple, list)) else None
+    return tuple(_parse(x, item) for x in items)
   try:
     return ast.literal_eval(text)
   except (ValueError, SyntaxError):
@@ -150,22 +157,23 @@ def override(config: ml_collections.ConfigDict, key: str, text: str):
 
 
 def from_argv(argv) -> ml_collections.ConfigDict:
-  """`--config path.py[:variant]` then any number of `--config.a.b=value` (or `value` apart)."""
+  """`--config path.py[:variant]` then any number of `--config.a.b=value` (or `value` apart);
+  `--workdir DIR` is `--config.workdir=DIR`, as in the Flax examples."""
   spec, pending, args = None, [], list(argv)
   while args:
     arg = args.pop(0)
     name, eq, value = arg.partition("=")
-    if name == "--config":
-      spec = value if eq else (args.pop(0) if args else "")
-    elif name.startswith("--config."):
-      if not eq:
-        if not args:
-          raise ValueError(f"{name}: missing value.")
-        value = args.pop(0)
-      pending.append((name[len("--config."):], value))
-    else:
+    if name not in ("--config", "--workdir") and not name.startswith("--config."):
       raise ValueError(f"unknown argument {arg!r}; usage: train.py --config configs/x.py[:variant] "
-                       "[--config.a.b=value ...]")
+                       "[--workdir DIR] [--config.a.b=value ...]")
+    if not eq:
+      if not args:
+        raise ValueError(f"{name}: missing value.")
+      value = args.pop(0)
+    if name == "--config":
+      spec = value
+    else:
+      pending.append(("workdir" if name == "--workdir" else name[len("--config."):], value))
   if not spec:
     raise ValueError("missing --config path.py[:variant] (e.g. --config configs/quickstart.py).")
   config = load(spec)

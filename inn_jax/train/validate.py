@@ -12,6 +12,7 @@ _POSITIVE = {
     "data": ("batch_size", "seq_len", "eval_batch_size"),
     "train": ("steps", "keep"),
 }
+DTYPES = ("float32", "bfloat16", "float16")  # model.dtype: activations and matmuls.
 _NON_NEGATIVE = {"train": ("log_every", "eval_every", "save_every", "eval_windows", "stop_at",
                            "microbatches"), "eval": ("microbatches",)}
 
@@ -44,6 +45,13 @@ def check_config(config, n_devices: int):
     for key in keys:
       if config[section][key] < 0:
         _fail(f"{section}.{key}", f"must be >= 0, got {config[section][key]}.")
+  if m.dtype not in DTYPES:
+    _fail("model.dtype", f"{m.dtype!r} is not a supported compute dtype; choose one of {DTYPES} "
+          "(float32 on CPUs).")
+  for key, value in m.items():
+    if key.endswith("dropout") and not 0 <= value < 1:
+      _fail(f"model.{key}", f"{value} is not a dropout rate in [0, 1); use e.g. 0.1, or 0 for "
+            "none.")
   if "n_heads" in m:
     width = m.get("d_model", m.get("hidden"))
     if width % m.n_heads:
@@ -78,11 +86,18 @@ def _check_mesh(config, n_devices: int):
     if config.data[key] % data_size:
       _fail(f"data.{key}", f"{config.data[key]} is not divisible by the data-parallel size "
             f"{data_size} (mesh.data); use a multiple of {data_size}.")
-  k = config.train.microbatches
-  if k > 1 and config.data.batch_size % (k * data_size):
-    _fail("train.microbatches", f"{k} micro-batches x data-parallel size {data_size} do not "
-          f"divide data.batch_size={config.data.batch_size}; use a batch size that is a "
-          f"multiple of {k * data_size} or fewer micro-batches.")
+  for section, batch_key in (("train", "batch_size"), ("eval", "eval_batch_size")):
+    check_microbatches(f"{section}.microbatches", config[section].microbatches, batch_key,
+                       config.data[batch_key], data_size)
+
+
+def check_microbatches(key: str, k: int, batch_key: str, batch: int, data_size: int,
+                       fix: str | None = None):
+  """k slices of each device's rows: batch must divide by k x the data-parallel size."""
+  if k > 1 and batch % (k * data_size):
+    fix = fix or f"use a batch size that is a multiple of {k * data_size} or fewer micro-batches"
+    _fail(key, f"{k} micro-batches x data-parallel size {data_size} do not divide "
+          f"data.{batch_key}={batch}; {fix}.")
 
 
 def _check_optim(o):
