@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# The reliability and multi-process tests of issue 7, the slow ones included (SIGKILL at random
-# steps and restart), with each test's outcome and time in benchmarks/results/reliability.json
-# and reliability.md.
+# The reliability, resume and multi-process tests of issues 7 and 12, the slow ones included
+# (SIGKILL at random steps and restart; SIGTERM, then SIGINT, and resume), with each test's
+# outcome and time in benchmarks/results/reliability.json and reliability.md.
 #
-#   bash benchmarks/reliability.sh                 # about 4 minutes on 2 CPU cores
+#   bash benchmarks/reliability.sh                 # about 10 minutes on 2 CPU cores
 #   PYTHON=/path/to/python bash benchmarks/reliability.sh -x    # extra arguments go to pytest
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -13,8 +13,9 @@ mkdir -p "$out"
 xml=$(mktemp --suffix=.xml)
 trap 'rm -f "$xml"' EXIT
 
-# The last -m wins over pyproject's "not slow": every test of the two files runs.
-"$PYTHON" -m pytest tests/test_reliability.py tests/test_distributed.py -m "slow or not slow" \
+# The last -m wins over pyproject's "not slow": every test of the three files runs.
+"$PYTHON" -m pytest tests/test_reliability.py tests/test_train_resume.py tests/test_distributed.py \
+    -m "slow or not slow" \
     -p no:cacheprovider -o junit_logging=system-out --junitxml="$xml" -q "$@"
 status=$?
 
@@ -32,7 +33,7 @@ for case in ET.parse(xml).getroot().iter("testcase"):
   tests.append({"test": f"{case.get('classname').split('.')[-1]}::{case.get('name')}",
                 "outcome": {"failure": "failed"}.get(outcome, outcome),
                 "seconds": round(float(case.get("time", 0)), 1),
-                "notes": re.findall(r"^seed \d+: killed after .*$", text, re.M)})
+                "notes": re.findall(r"^seed \d+: (?:killed|stopped) .*$", text, re.M)})
 summary = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
            "command": "bash benchmarks/reliability.sh", "python": platform.python_version(),
            "jax": jax.__version__, "cpu_count": __import__("os").cpu_count(),

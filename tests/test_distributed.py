@@ -1,14 +1,19 @@
-"""Multi-process training (issue 7): two train.py processes on 127.0.0.1, joined by
+"""Multi-process training (issues 7 and 12): two train.py processes on 127.0.0.1, joined by
 jax.distributed (CPU collectives over Gloo), each with 2 fake CPU devices, train on one
-(data=2, neuron=2) mesh spanning both, and match one process with 4 devices."""
+(data=2, neuron=2) mesh spanning both, and match one process with 4 devices; a SIGTERM to one
+of them stops both at the same step, saved, and the resumed pair ends as an uninterrupted one."""
 
 import json
 import pathlib
+import re
+import signal
 import socket
 import subprocess
+import time
 
 import jax
 import numpy as np
+import pytest
 
 from inn_jax.train import runner
 from tests import train_cli
@@ -29,8 +34,9 @@ def losses(workdir) -> list[float]:
   return [r["loss"] for r in rows if r["split"] == "train"]
 
 
-def run_two_processes(path, workdir, logs) -> list[int]:
-  """train.py as process 0 and 1 of 2 on 127.0.0.1; their exit codes."""
+def run_two_processes(path, workdir, logs, keys=KEYS, sigterm_after=None) -> list[int]:
+  """train.py as process 0 and 1 of 2 on 127.0.0.1; their exit codes. sigterm_after=k: SIGTERM
+  to process 1 alone once step k is in metrics.jsonl."""
   port = free_port()  # Free a moment ago; process 0 binds it for the coordinator.
   env = {**train_cli.env(2), "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo"}
   procs = []
@@ -38,9 +44,16 @@ def run_two_processes(path, workdir, logs) -> list[int]:
     for i, log in enumerate(logs):
       cmd = train_cli.command(path, workdir=workdir, distributed__enabled="true",
                               distributed__coordinator_address=f"127.0.0.1:{port}",
-                              distributed__num_processes=2, distributed__process_id=i, **KEYS)
+                              distributed__num_processes=2, distributed__process_id=i, **keys)
       procs.append(subprocess.Popen(cmd, env=env, cwd=train_cli.REPO, stdout=log,
                                     stderr=subprocess.STDOUT))
+    if sigterm_after is not None:
+      metrics, deadline = pathlib.Path(workdir) / "metrics.jsonl", time.time() + 300
+      while procs[1].poll() is None and time.time() < deadline:
+        if metrics.exists() and f'"step": {sigterm_after},' in metrics.read_text():
+          procs[1].send_signal(signal.SIGTERM)
+          break
+        time.sleep(0.005)
     return [p.wait(timeout=300) for p in procs]
   finally:
     for p in procs:  # One that failed can leave the other waiting for it.
@@ -85,3 +98,35 @@ def test_two_processes_train_as_one_process_with_four_devices(tmp_path):
       keep = np.r_[:x.size // 3, 2 * x.size // 3:x.size]
       x, y = x[keep], y[keep]
     np.testing.assert_allclose(y, x, rtol=1e-5, atol=1e-5 * np.abs(x).max(), err_msg=name)
+
+
+def _two(tmp_path, name, path, keys, sigterm_after=None):
+  """Runs the pair in tmp_path/name; (exit codes, both logs)."""
+  names = [tmp_path / f"{name}{i}.log" for i in range(2)]
+  logs = [open(n, "a") for n in names]
+  try:
+    codes = run_two_processes(path, tmp_path / name, logs, keys, sigterm_after)
+  finally:
+    for log in logs:
+      log.close()
+  return codes, [n.read_text() for n in names]
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_process_stops_both_at_one_step_and_the_pair_resumes(tmp_path):
+  steps = 60
+  keys = {**KEYS, "train__save_every": 25, "train__log_every": 1}
+  path = train_cli.config_file(tmp_path, steps)
+  codes, outputs = _two(tmp_path, "whole", path, keys)
+  assert codes == [0, 0], outputs[0][-3000:]
+  codes, outputs = _two(tmp_path, "stopped", path, keys, sigterm_after=8)
+  assert codes == [0, 0], "\n\n".join(o[-3000:] for o in outputs)
+  found = [re.findall(r"stopped at step (\d+) \(SIGTERM; 60 steps in all\)", o) for o in outputs]
+  assert found[0] == found[1] and len(found[0]) == 1, outputs  # One step for both processes.
+  stop = int(found[0][0])
+  assert 8 < stop < steps
+  codes, outputs = _two(tmp_path, "stopped", path, keys)
+  assert codes == [0, 0] and f"resumed from step {stop} " in outputs[0], outputs[0][-3000:]
+  a = train_cli.load(path, workdir=tmp_path / "whole", **keys)
+  b = train_cli.load(path, workdir=tmp_path / "stopped", **keys)
+  train_cli.assert_same_run(a, b, f"stopped at step {stop}")

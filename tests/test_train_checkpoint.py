@@ -1,4 +1,4 @@
-"""inn_jax.train.checkpoint: eval mode reads the best checkpoint, an incompatible config is
+"""inn_jax.train.checkpoint: eval mode reads the best checkpoint, a checkpoint of another model is
 refused with the differing keys, an unreadable latest checkpoint falls back to the one before."""
 
 import json
@@ -12,16 +12,6 @@ import pytest
 from inn_jax.train import checkpoint, runner, testing
 
 
-def test_config_diff_names_keys():
-  saved = {"model": {"d_model": 16, "kind": "inn", "sizes": (1, 2)}, "vocab_size": 9,
-           "train": {"steps": 5}}
-  now = {"model": {"d_model": 24, "kind": "inn", "sizes": [1, 2], "extra": 1}, "vocab_size": 9,
-         "train": {"steps": 50}}
-  assert checkpoint.config_diff(saved, now) == ["model.d_model: 16 -> 24",
-                                                "model.extra: '<absent>' -> 1"]
-  assert checkpoint.config_diff(saved, saved) == []
-
-
 def test_eval_mode_and_incompatible_restore(tmp_path):
   config = testing.tiny_config(tmp_path, steps=2)
   config.eval.update(carry_state="no", splits=("valid",))
@@ -30,11 +20,16 @@ def test_eval_mode_and_incompatible_restore(tmp_path):
   evaluated = runner.run(config)
   assert evaluated["scores"] == trained["scores"]
   assert evaluated["steps"] == 2 and (pathlib.Path(config.workdir) / "eval_results.json").exists()
-  config.mode = "train"
   config.model.d_model = 24
   config.model.neuron_identity = "none"
-  with pytest.raises(ValueError, match=r"different model; differing keys: model.d_model: 16 -> "
-                                       r"24; model.neuron_identity: 'embedding' -> 'none'"):
+  config.eval.splits = ("test",)  # Evaluation settings may change in eval mode.
+  with pytest.raises(ValueError, match=r"holds checkpoints of a different model: model.d_model: "
+                                       r"16 -> 24; model.neuron_identity: 'embedding' -> 'none'\. "
+                                       r"Evaluate with the run's config"):
+    runner.Run(config)
+  config.mode = "train"
+  with pytest.raises(ValueError, match=r"holds a run whose config differs: eval.splits: "
+                                       r"\['valid'\] -> \['test'\]; model.d_model: 16 -> 24; "):
     runner.Run(config)
   saved = json.loads((pathlib.Path(config.workdir) / "config.json").read_text())
   assert saved["model"]["d_model"] == 16  # The refused run did not overwrite it.
@@ -64,5 +59,6 @@ def test_unreadable_latest_falls_back_with_a_warning(tmp_path, caplog):
   for f in (tmp_path / "w" / "checkpoints" / "1" / "state").rglob("*"):
     if f.is_file():
       f.write_bytes(b"")
-  with pytest.raises(RuntimeError, match="no checkpoint in .* could be read"):
+  with pytest.raises(checkpoint.UnreadableCheckpointError, match="no checkpoint in .* could be "
+                     "read; the newest failed with: .*Restore the workdir from a copy"):
     ckpt.restore(state)

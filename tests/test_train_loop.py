@@ -9,6 +9,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from inn_jax.models import model_config
+from inn_jax.ops import scan
 from inn_jax.train import loop, memory, optimizer, runner, testing
 
 
@@ -40,6 +42,7 @@ def test_stop_and_resume_equals_uninterrupted(tmp_path):
   parts.train.stop_at = 0
   results = runner.train(parts)  # Same command again: resumes at step 3.
   assert results["steps"] == 6 and results["tokens_seen"] == 6 * 8 * 16
+  assert results["scan_method"] == scan.auto_method() == runner.scan_method(parts.model)
   a, b = saved(whole.workdir, 6), saved(parts.workdir, 6)
   assert int(a["step"]) == int(b["step"]) == 6
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
@@ -47,11 +50,21 @@ def test_stop_and_resume_equals_uninterrupted(tmp_path):
   assert train_losses(whole.workdir) == train_losses(parts.workdir)
 
 
+def test_results_name_the_scan_method_used():
+  assert runner.scan_method(model_config("inn", scan_method="auto")) == scan.auto_method()
+  assert runner.scan_method(model_config("mamba", scan_method="sequential")) == "sequential"
+  assert runner.scan_method(model_config("lstm")) is None
+
+
 def test_nan_loss_stops_without_saving_it(tmp_path):
   config = quick(tmp_path, "nan", steps=8, save_every=1)
   config.optim.update(lr=1e30, clip_norm=0.0, schedule="constant")  # Diverges at step 2.
-  with pytest.raises(loop.NonFiniteLossError, match=r"loss became nan .* at step 2"):
+  with pytest.raises(loop.NonFiniteLossError, match=r"loss became nan .* at step 2") as info:
     runner.train(config)
+  assert info.value.__notes__ == [
+      "Nothing was saved after it; the newest checkpoint is step 1: to resume from it with, "
+      "e.g., a lower optim.lr, add --config.train.allow_changes=true (to resume, run the same "
+      "command)."]
   workdir = pathlib.Path(config.workdir)
   steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
   assert steps == [1]
@@ -100,7 +113,8 @@ def test_automatic_microbatches_take_the_fewest_that_fit(tmp_path):
 def test_a_step_that_does_not_fit_fails_before_running(tmp_path, monkeypatch):
   config = quick(tmp_path, "big", steps=2)
   monkeypatch.setattr(runner.Run, "memory_budget", lambda self: 1024.0)
-  with pytest.raises(memory.StepMemoryError, match=r"train.microbatches: the step needs .* GiB per device with 1 micro-batch\(es\) of "
+  with pytest.raises(memory.StepMemoryError, match=r"train.microbatches: the step needs .* GiB "
+                     r"per device with 1 micro-batch\(es\) of "
                      r"8 x 16, but 0.00 GiB is available; set --config.train.microbatches=0"):
     runner.train(config)
   assert not (pathlib.Path(config.workdir) / "checkpoints").exists() or not any(

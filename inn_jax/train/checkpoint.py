@@ -1,6 +1,7 @@
 """Orbax checkpoints in the workdir: the last `keep` in checkpoints/, the best by validation in
-best/, and config.json beside them. The training state is {"params", "opt_state", "step"}; the
-data position and the dropout key are functions of the step, so the step restores them too.
+best/ (the run's records beside them: inn_jax/train/workdir.py). The training state is
+{"params", "opt_state", "step"}; the data position and the dropout key are functions of the step,
+so the step restores them too.
 
 Each checkpoint's meta holds the sha256 of its state: Orbax's files carry no checksum, and a
 flipped byte in array data would otherwise restore silently.
@@ -9,7 +10,6 @@ flipped byte in array data would otherwise restore silently.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import pathlib
 
@@ -18,14 +18,15 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
-CONFIG_FILE = "config.json"
-# Sections that fix the shapes or meaning of the saved state: a change here cannot resume.
-COMPATIBLE_SECTIONS = ("model", "vocab_size")
 STATE_SHA256 = "state_sha256"  # The meta key of the state's checksum.
 
 
 class CheckpointSaveError(OSError):
   """A checkpoint could not be written (disk full, no permission); the ones before it are intact."""
+
+
+class UnreadableCheckpointError(RuntimeError):
+  """No checkpoint of a directory could be read."""
 
 
 def fingerprint(state) -> str:
@@ -44,25 +45,6 @@ def fingerprint(state) -> str:
   return h.hexdigest()
 
 
-def _flatten(tree, prefix=""):
-  out = {}
-  for key, value in tree.items():
-    name = f"{prefix}{key}"
-    if isinstance(value, dict):
-      out.update(_flatten(value, name + "."))
-    else:
-      out[name] = list(value) if isinstance(value, tuple) else value
-  return out
-
-
-def config_diff(saved: dict, current: dict, sections=COMPATIBLE_SECTIONS) -> list[str]:
-  """'key: saved -> now' for every key of `sections` that differs."""
-  old = _flatten({s: saved.get(s, "<absent>") for s in sections})
-  new = _flatten({s: current.get(s, "<absent>") for s in sections})
-  return [f"{k}: {old.get(k, '<absent>')!r} -> {new.get(k, '<absent>')!r}"
-          for k in sorted(set(old) | set(new)) if old.get(k, "<absent>") != new.get(k, "<absent>")]
-
-
 class Checkpoints:
   """save / restore of the training state, with the checks that make resuming safe."""
 
@@ -77,19 +59,9 @@ class Checkpoints:
     self.best = ocp.CheckpointManager(self.workdir / "best", options=opts(1, "best"))
     self._saving = {}  # Directory -> the step of its last save, named if that save fails.
 
-  def check_config(self, config_dict: dict, *, write: bool = True):
-    """Fails, naming the keys, if the workdir holds checkpoints of an incompatible model;
-    then (write=True) writes config.json from process 0."""
-    path = self.workdir / CONFIG_FILE
-    if path.exists() and self.last.latest_step() is not None:
-      diff = config_diff(json.loads(path.read_text()), config_dict)
-      if diff:
-        raise ValueError(
-            f"{self.workdir} holds checkpoints of a different model; differing keys: "
-            + "; ".join(diff) + ". Use another --config.workdir, or the saved config.")
-    if write and jax.process_index() == 0:
-      self.workdir.mkdir(parents=True, exist_ok=True)
-      path.write_text(json.dumps(config_dict, indent=2, sort_keys=True, default=str))
+  def latest_step(self) -> int | None:
+    """The newest step in checkpoints/ (readable or not), None if there is none."""
+    return self.last.latest_step()
 
   def save(self, step: int, state, meta: dict, *, best: bool = False):
     """Asynchronous save; the caller has checked that the state is finite.
@@ -151,8 +123,10 @@ class Checkpoints:
         continue
       return out.state, meta
     if error is not None:
-      raise RuntimeError(f"no checkpoint in {manager.directory} could be read; the newest "
-                         f"failed with: {error}") from error
+      raise UnreadableCheckpointError(
+          f"no checkpoint in {manager.directory} could be read; the newest failed with: {error}. "
+          "Restore the workdir from a copy, or use another --config.workdir to start afresh."
+      ) from error
     return None
 
   def best_meta(self) -> dict | None:

@@ -103,6 +103,20 @@ class Evaluator:
       self._steps[key] = (fresh, carry, k)
     return self._steps[key]
 
+  def prepare(self, params, batch_size: int, seq_len: int, *, carry: bool) -> tuple[int, int]:
+    """Compiles the fresh-state step and (carry=True) traces the carried one for a first and a
+    later window, so that a shape problem shows before training; returns the micro-batch count
+    and the compiled step's bytes per device (memory.step_bytes)."""
+    fresh, carry_step, k = self._prepare(params, batch_size, seq_len)
+    if carry:
+      rows = mesh_lib.batch_sharding(self.mesh)
+      spec = jax.ShapeDtypeStruct((batch_size, seq_len), jnp.int32, sharding=rows)
+      mask = jax.ShapeDtypeStruct((batch_size, seq_len), jnp.bool_, sharding=rows)
+      with jax.set_mesh(self.mesh):
+        cache = jax.eval_shape(carry_step, params, spec, spec, mask, None)[2]
+        carry_step.lower(params, spec, spec, mask, cache)
+    return k, memory.step_bytes(fresh)
+
   def score(self, params, tokens: np.ndarray, batch_size: int, seq_len: int, *,
             carry: bool = False, max_windows: int = 0) -> tuple[float, int]:
     """Total nats and scored tokens over `tokens` (all of it unless max_windows > 0)."""

@@ -21,22 +21,46 @@ def per_token(nats: float, level: str) -> dict:
   return out
 
 
+def truncate(path: pathlib.Path, step: int, *, valid_at_step: bool = True):
+  """Keeps the rows of metrics.jsonl up to `step` (without its valid rows if not
+  valid_at_step): a resumed run writes the later ones again. A torn last line is dropped."""
+  if not path.exists():
+    return
+  kept = []
+  for line in path.read_text(encoding="utf-8").splitlines():
+    try:
+      row = json.loads(line)
+    except json.JSONDecodeError:  # The line a killed run was writing.
+      continue
+    if row["step"] < step or row["step"] == step and (valid_at_step or row["split"] != "valid"):
+      kept.append(line + "\n")
+  tmp = path.with_name(path.name + ".tmp")
+  tmp.write_text("".join(kept), encoding="utf-8")
+  tmp.replace(path)
+
+
 class Logger:
   """`write(step, metrics, split)` appends {"step", "split", **metrics} to metrics.jsonl and
-  TensorBoard as split/name; `progress(step, **postfix)` moves the bar."""
+  TensorBoard as split/name; `progress(step, **postfix)` moves the bar.
+
+  A run resumed at `start_step` first drops the rows past it (and its valid rows when
+  `revalidate`): metrics.jsonl then holds each step once. TensorBoard hides its later events.
+  """
 
   def __init__(self, workdir, *, total_steps: int, start_step: int = 0,
-               tensorboard: bool = True, progress: bool = True):
+               tensorboard: bool = True, progress: bool = True, revalidate: bool = False):
     self.main = jax.process_index() == 0
     self.workdir = pathlib.Path(workdir)
     self.jsonl = self.tb = self.bar = None
     if not self.main:
       return
     self.workdir.mkdir(parents=True, exist_ok=True)
+    truncate(self.workdir / "metrics.jsonl", start_step, valid_at_step=not revalidate)
     self.jsonl = open(self.workdir / "metrics.jsonl", "a", encoding="utf-8")
     if tensorboard:
       from tensorboardX import SummaryWriter  # Imported here: only the writer needs it.
-      self.tb = SummaryWriter(str(self.workdir / "tb"))
+      # purge_step: TensorBoard discards the events of the steps written again.
+      self.tb = SummaryWriter(str(self.workdir / "tb"), purge_step=start_step + 1)
     self.bar = tqdm.tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
                          disable=not progress, smoothing=0.1)
     self.start = time.time()

@@ -12,6 +12,7 @@ from flax import nnx
 
 from inn_jax.train import memory
 from inn_jax.train import mesh as mesh_lib
+from inn_jax.train.checkpoint import CheckpointSaveError
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -120,54 +121,142 @@ def check_finite(history: list[tuple[int, dict]]):
           "model.dtype='float32'.")
 
 
-def fit(state, step_fn, stream, *, mesh, total_steps: int, train_cfg, level: str,
-        logger, checkpoints, validate, meta: dict):
-  """Runs steps meta['step'] .. total_steps - 1 (or to train_cfg.stop_at): logs, validates,
-  saves; returns (state, meta).
+def eval_due(step: int, train_cfg, total_steps: int) -> bool:
+  """Validation runs every eval_every steps and after the last one (not at a stop_at step: a
+  stopped and resumed run validates where the uninterrupted one does)."""
+  return _every(step, train_cfg.eval_every) or step == total_steps
 
-  `validate(params)` -> mean nats per token on (part of) the valid split; the best is kept in
-  best/. Nothing is saved or validated before the losses since the last check are finite.
+
+def validation_pending(meta: dict, train_cfg, total_steps: int) -> bool:
+  """Whether a run resumed with `meta` must first validate its step: it was due and not done
+  (the state is saved before validating; a stop leaves it to the resumed run)."""
+  s = meta["step"]
+  return s > 0 and eval_due(s, train_cfg, total_steps) and meta.get("valid_step") != s
+
+
+def _every(step: int, every: int) -> bool:
+  return every > 0 and step % every == 0
+
+
+class Fit:
+  """The training loop over steps meta['step'] + 1 .. total_steps (or train_cfg.stop_at).
+
+  Each step's metrics stay on the device until a log, eval or save step, where they are fetched
+  and checked: nothing is saved or validated before the losses since the last check are finite.
+  At a step where both are due, the state is saved before validating; the best state by
+  `validate(params)` (mean nats per token) is kept in best/. A run that stops at a step due for
+  validation (a signal, stop_at) saves it and leaves the validation to the resumed run, which
+  validates such a step first (also when the run failed there).
+
+  `stop.requested(step)` (inn_jax.train.preemption) ends the loop after that step with a save.
+  Any exception saves the last good state, if it is not saved yet, and gets a note naming the
+  step saved (or why none could be) and `resume` (how to resume); then it propagates.
   """
-  rows = mesh_lib.batch_sharding(mesh)
-  tokens_per_step = stream.batch_size * stream.seq_len
-  history, t0 = [], time.time()
-  end = min(total_steps, train_cfg.stop_at) if train_cfg.stop_at > 0 else total_steps
 
-  def due(s, every):
-    return every > 0 and s % every == 0 or s == end
+  def __init__(self, state, step_fn, stream, *, mesh, total_steps: int, train_cfg, level: str,
+               logger, checkpoints, validate, meta: dict, stop=None,
+               resume: str = "to resume, run the same command"):
+    self.state, self.step_fn, self.stream, self.mesh = state, step_fn, stream, mesh
+    self.total, self.cfg, self.level, self.logger = total_steps, train_cfg, level, logger
+    self.checkpoints, self.validate, self.meta, self.stop = checkpoints, validate, meta, stop
+    self.resume = resume
+    self.end = min(total_steps, train_cfg.stop_at) if train_cfg.stop_at > 0 else total_steps
+    self.history, self.saved, self.t0 = [], meta["step"], time.time()  # Resumed: on disk.
+    self.stopped_by = None  # The signal's name when a stop request ended the run.
+    self.doing = "the start"  # What the loop does now, named in an error's note.
 
-  for s in range(meta["step"] + 1, end + 1):
-    x_BL, y_BL = stream.batch(s - 1)
-    state, metrics = step_fn(state, mesh_lib.global_batch(x_BL, rows),
-                             mesh_lib.global_batch(y_BL, rows))
-    history.append((s, metrics))
-    if not (due(s, train_cfg.log_every) or due(s, train_cfg.eval_every)
-            or due(s, train_cfg.save_every)):
-      continue
-    history = [(k, mesh_lib.fetch(m)) for k, m in history]  # Waits for the steps to finish.
+  def run(self):
+    """Trains; returns (state, meta)."""
+    try:
+      if validation_pending(self.meta, self.cfg, self.total):
+        self._validate(self.meta["step"])
+      self._steps()
+    except Exception as e:
+      note = self._save_after(e)
+      if note:
+        e.add_note(note)
+      raise
+    return self.state, self.meta
+
+  def _steps(self):
+    rows = mesh_lib.batch_sharding(self.mesh)
+    self.t0 = time.time()
+    for s in range(self.meta["step"] + 1, self.end + 1):
+      self.doing = f"step {s}"
+      x_BL, y_BL = self.stream.batch(s - 1)
+      self.state, metrics = self.step_fn(self.state, mesh_lib.global_batch(x_BL, rows),
+                                         mesh_lib.global_batch(y_BL, rows))
+      self.history.append((s, metrics))
+      stop = self.stop.requested(s) if self.stop is not None else None
+      # A run that stops here (a signal, train.stop_at) leaves the validation to its resumption.
+      validate = eval_due(s, self.cfg, self.total) and not (stop or s == self.end < self.total)
+      save = _every(s, self.cfg.save_every) or s == self.end or stop
+      if not (save or validate or _every(s, self.cfg.log_every)):
+        continue
+      self._flush()
+      if save:
+        self._save()
+      if validate:
+        self._validate(s)
+      if stop:
+        self.stopped_by = stop
+        return
+      self.t0 = time.time()
+
+  def _flush(self):
+    """Fetches and checks the metrics of the steps since the last flush; logs their mean."""
+    if not self.history:
+      return
+    history = [(k, mesh_lib.fetch(m)) for k, m in self.history]  # Waits for the steps.
     check_finite(history)
-    elapsed = time.time() - t0
-    n = len(history)
+    self.history = []
+    elapsed, n = time.time() - self.t0, len(history)
+    tokens = n * self.stream.batch_size * self.stream.seq_len
+    s, last = history[-1]
+    self.meta.update(step=s, tokens_seen=self.meta["tokens_seen"] + tokens,
+                     train_time=self.meta["train_time"] + elapsed)
     loss = sum(float(m["loss"]) for _, m in history) / n
-    meta.update(step=s, tokens_seen=meta["tokens_seen"] + n * tokens_per_step,
-                train_time=meta["train_time"] + elapsed)
-    row = {"loss": loss, "grad_norm": float(history[-1][1]["grad_norm"]),
-           "lr": float(history[-1][1]["lr"]), "tokens_per_s": n * tokens_per_step / elapsed}
-    if level in ("char", "byte"):
+    row = {"loss": loss, "grad_norm": float(last["grad_norm"]), "lr": float(last["lr"]),
+           "tokens_per_s": tokens / elapsed}
+    if self.level in ("char", "byte"):
       row["bpc"] = loss / math.log(2.0)
-    logger.write(s, row, "train")
-    logger.progress(s, loss=loss, **({"bpc": row["bpc"]} if "bpc" in row else {}),
-                    tok_s=row["tokens_per_s"])
-    history = []
-    if due(s, train_cfg.eval_every):
-      nats = validate(state["params"])
-      best = meta.get("best_valid")
-      logger.write(s, {"nats": nats, **({"bpc": nats / math.log(2.0)}
-                                         if level in ("char", "byte") else {})}, "valid")
-      if best is None or nats < best:
-        meta["best_valid"], meta["best_step"] = nats, s
-        checkpoints.save(s, state, dict(meta), best=True)
-    if due(s, train_cfg.save_every):
-      checkpoints.save(s, state, dict(meta))
-    t0 = time.time()
-  return state, meta
+    self.logger.write(s, row, "train")
+    self.logger.progress(s, loss=loss, **({"bpc": row["bpc"]} if "bpc" in row else {}),
+                         tok_s=row["tokens_per_s"])
+
+  def _save(self):
+    self.checkpoints.save(self.meta["step"], self.state, dict(self.meta))
+    self.saved = self.meta["step"]
+
+  def _validate(self, s: int):
+    self.doing = f"the validation at step {s}"
+    nats = self.validate(self.state["params"])
+    self.logger.write(s, {"nats": nats, **({"bpc": nats / math.log(2.0)}
+                                           if self.level in ("char", "byte") else {})}, "valid")
+    self.meta["valid_step"] = s
+    best = self.meta.get("best_valid")
+    if best is None or nats < best:
+      self.meta["best_valid"], self.meta["best_step"] = nats, s
+      self.checkpoints.save(s, self.state, dict(self.meta), best=True)
+
+  def _save_after(self, error: Exception) -> str | None:
+    """Saves the last good state after `error` if it is not saved yet, waits for the saves
+    under way; returns the note."""
+    if isinstance(error, CheckpointSaveError):
+      return None  # Its message names the checkpoints kept and how to resume.
+    nan = isinstance(error, NonFiniteLossError)
+    try:
+      if not nan:
+        self._flush()
+        if self.saved != self.meta["step"]:
+          self._save()
+      self.checkpoints.wait()
+    except Exception as e:  # The state itself may be what failed (or a later step's NaN).
+      return (f"The state after it could not be saved ({type(e).__name__}: {e}); the newest "
+              f"checkpoint is step {self.checkpoints.latest_step()}; {self.resume}.")
+    if nan:
+      return (f"Nothing was saved after it; the newest checkpoint is step "
+              f"{self.checkpoints.latest_step()}: to resume from it with, e.g., a lower optim.lr, "
+              f"add --config.train.allow_changes=true ({self.resume}).")
+    return (f"It happened in {self.doing}; saved step {self.saved} in {self.checkpoints.workdir}; "
+            f"{self.resume}.")

@@ -12,8 +12,10 @@ from flax import nnx
 
 from inn_jax import data
 from inn_jax.models import build_model, count_params
-from inn_jax.train import checkpoint, evaluate, loop, memory, optimizer, validate
+from inn_jax.ops import scan
+from inn_jax.train import checkpoint, evaluate, loop, memory, optimizer, preemption, validate
 from inn_jax.train import mesh as mesh_lib
+from inn_jax.train import workdir as workdir_lib
 from inn_jax.train.log import Logger, per_token
 
 
@@ -38,14 +40,36 @@ def _put(tree, shardings):
 
 
 class Run:
-  """Everything built from a checked config: corpus, mesh, model halves, optimiser, checkpoints."""
+  """Everything built from a checked config: corpus, mesh, model halves, optimiser, checkpoints.
+
+  In train mode with checkpoints in the workdir the run resumes: its config must be the saved
+  one (inn_jax/train/workdir.py), and the micro-batch counts are the ones it chose at its first
+  start. Every check runs before anything is compiled.
+  """
 
   def __init__(self, config):
     self.t_start = time.time()
     init_distributed(config.distributed)
     validate.check_config(config, jax.device_count())  # Before any data or compilation.
-    self.config, self.corpus = config, data.load_corpus(config.data)
+    self.config = config
+    self.workdir = workdir_lib.Workdir(config.workdir)
+    self.checkpoints = checkpoint.Checkpoints(config.workdir, keep=config.train.keep,
+                                              async_save=config.train.async_save)
+    has_checkpoints = self.checkpoints.latest_step() is not None
+    self.resuming = config.mode == "train" and has_checkpoints
+    saved = self.workdir.saved() if has_checkpoints else None
+    self.saved_flat, self.resolved = saved or ({}, {})
+    self.changes = {}
+    if saved is not None:
+      self._accept(workdir_lib.changes(self.saved_flat, config, model_only=not self.resuming))
+    self.corpus = data.load_corpus(config.data)
     validate.check_corpus(config, self.corpus)
+    self.corpus_sha256 = workdir_lib.corpus_sha256(self.corpus)
+    if has_checkpoints:
+      self.workdir.check_vocab(self.corpus.vocab)
+    saved_sha = self.resolved.get(workdir_lib.CORPUS_KEY)
+    if self.resuming and saved_sha not in (None, self.corpus_sha256):
+      self._accept({workdir_lib.CORPUS_KEY: (saved_sha, self.corpus_sha256)})
     self.mesh = mesh_lib.make_mesh(config.mesh)
     model = build_model(config.model, self.corpus.vocab.size,
                         nnx.Rngs(params=config.seed, dropout=config.seed + 1))
@@ -56,16 +80,77 @@ class Run:
     self.graphdef_eval, _, rest_eval = nnx.split(model, nnx.Param, ...)
     self.tx = optimizer.make_optimizer(config.optim, config.train.steps)
     state = loop.init_state(params, self.tx)
+    self.layout_sha256 = workdir_lib.layout_sha256(state)
+    self._check_layout()
     self.shardings = mesh_lib.state_shardings(state, self.mesh)
     self.state = _put(state, self.shardings)
     self.compiler_options = config.compiler_options.to_dict() or None
-    self.evaluator = evaluate.Evaluator(self.graphdef_eval, rest_eval, self.mesh,
-                                        self.compiler_options, config.eval.microbatches,
-                                        self.memory_budget())
-    self.checkpoints = checkpoint.Checkpoints(config.workdir, keep=config.train.keep,
-                                              async_save=config.train.async_save)
-    self.checkpoints.check_config({**config.to_dict(), "vocab_size": self.corpus.vocab.size},
-                                  write=config.mode == "train")
+    self.microbatches = {key: self._microbatches(key, batch_key)
+                         for key, batch_key in (("train.microbatches", "batch_size"),
+                                                ("eval.microbatches", "eval_batch_size"))}
+    self.evaluator = evaluate.Evaluator(
+        self.graphdef_eval, rest_eval, self.mesh, self.compiler_options,
+        self.microbatches["eval.microbatches"],
+        0.0 if self._saved_k("eval.microbatches") else self.memory_budget())
+
+  def _accept(self, changes: dict):
+    """Refuses `changes` to a saved run unless train.allow_changes; eval mode: any change to the
+    model."""
+    if not changes:
+      return
+    w, text = self.workdir.path, workdir_lib.describe(changes)
+    if not self.resuming:
+      raise validate.ConfigError(
+          f"{w} holds checkpoints of a different model: {text}. Evaluate with the run's config "
+          f"({w}/{workdir_lib.CONFIG_FILE}) or use another --config.workdir.")
+    if not self.config.train.allow_changes:
+      raise validate.ConfigError(
+          f"{w} holds a run whose config differs: {text}. A resumed run must be the same run: "
+          f"run it with its saved config ({w}/{workdir_lib.CONFIG_FILE}), use another "
+          "--config.workdir, or add --config.train.allow_changes=true to resume with these "
+          f"changes (recorded in {w}/{workdir_lib.HISTORY_FILE}).")
+    self.changes.update(changes)
+
+  def _check_layout(self):
+    saved = self.resolved.get("state_layout_sha256")
+    if saved not in (None, self.layout_sha256):
+      model = {k: v for k, v in self.changes.items() if k.startswith("model.")}
+      raise validate.ConfigError(
+          f"the checkpoints in {self.workdir.path} hold a training state of another layout than "
+          f"this config's model ({workdir_lib.describe(model) or 'saved by another version'}): "
+          "they cannot be restored; use another --config.workdir or the saved model config.")
+
+  def _saved_k(self, key: str) -> bool:
+    """Whether `key`'s count is the one this resumed run chose at its first start."""
+    return self.resuming and key in self.resolved
+
+  def _microbatches(self, key: str, batch_key: str) -> int:
+    section, _ = key.split(".")
+    k = self.config[section].microbatches
+    if self._saved_k(key):
+      k = k or self.saved_flat[key]
+      validate.check_microbatches(
+          key, k, batch_key, self.config.data[batch_key], self.mesh.shape["data"],
+          fix=f"this run's count (saved in {self.workdir.path}/{workdir_lib.CONFIG_FILE}) needs "
+              f"a data-parallel size that divides it, or change the count with --config.{key}=N "
+              "--config.train.allow_changes=true")
+    return k
+
+  def check_fits(self, key: str, k: int, need: int, shape):
+    """A resumed run's saved count must still fit the device: else the sizes and the fix."""
+    if not self._saved_k(key):
+      return
+    limit = self.memory_budget()
+    if not limit or need <= limit:
+      return
+    effect = "the dropout masks change" if key.startswith("train") else "the same scores"
+    raise memory.StepMemoryError(
+        f"{key}: this run uses {k} micro-batch(es) of {shape[0] // k} x {shape[1]}, chosen at its "
+        f"first start (saved in "
+        f"{self.workdir.path}/{workdir_lib.CONFIG_FILE}); the step needs {need / memory.GIB:.2f} "
+        f"GiB per device, but {limit / memory.GIB:.2f} GiB is available now. Free memory, or "
+        f"resume with another count, --config.{key}=N --config.train.allow_changes=true "
+        f"({effect}).")
 
   def memory_budget(self) -> float:
     """Bytes per device for the train step; the smallest of all processes, so that automatic
@@ -79,6 +164,40 @@ class Run:
   def abstract_state(self):
     return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                         self.state, self.shardings)
+
+  def compile_train_step(self):
+    """The compiled train step and its micro-batch count, before step 1."""
+    c, d = self.config, self.config.data
+    lr, _ = optimizer.schedules(c.optim, c.train.steps)
+    make_step = lambda k: loop.make_train_step(self.graphdef_train, self.rest, self.tx, lr,
+                                               c.seed + 1, k)
+    key, shape = "train.microbatches", (d.batch_size, d.seq_len)
+    compiled, k = loop.compile_fitting_step(
+        make_step, self.state, shape, self.mesh, self.microbatches[key],
+        0.0 if self._saved_k(key) else self.memory_budget(), self.compiler_options)
+    self.check_fits(key, k, memory.step_bytes(compiled), shape)
+    self.microbatches[key] = k
+    return compiled, k
+
+  def prepare_eval(self) -> int:
+    """Compiles (and traces, for carried state) every evaluation step the run will take."""
+    d, key = self.config.data, "eval.microbatches"
+    carry = True in evaluate.carry_modes(self.config.model.kind, self.config.eval.carry_state)
+    k, need = self.evaluator.prepare(self.state["params"], d.eval_batch_size, d.seq_len,
+                                     carry=carry and bool(self.config.eval.splits))
+    self.check_fits(key, k, need, (d.eval_batch_size, d.seq_len))
+    self.microbatches[key] = k
+    return k
+
+  def record(self, step: int):
+    """config.json and vocab.json at a run's first start (and where a resumed workdir lacks
+    them); the changes accepted on resuming at `step` in config_history.jsonl."""
+    if self.resuming and self.saved_flat:
+      self.workdir.record_changes(step, self.changes)
+      return
+    self.workdir.write(self.config, self.corpus.vocab, {
+        **self.microbatches, workdir_lib.CORPUS_KEY: self.corpus_sha256,
+        "state_layout_sha256": self.layout_sha256})
 
   def score(self, params, split: str, *, carry: bool = False, max_windows: int = 0) -> dict:
     d = self.config.data
@@ -107,6 +226,8 @@ class Run:
         "device_kind": devices[0].device_kind, "device_count": len(devices),
         "process_count": jax.process_count(), "level": self.corpus.level,
         "dataset": self.config.data.name, "workdir": str(self.checkpoints.workdir),
+        "scan_method": scan_method(self.config.model),
+        "microbatches": {k.split(".")[0]: v for k, v in self.microbatches.items()},
     }
 
   def write_json(self, name: str, obj: dict):
@@ -115,8 +236,22 @@ class Run:
       path.write_text(json.dumps(obj, indent=2) + "\n")
 
 
-def train(config) -> dict:
-  """Trains config.train.steps steps (resuming from the workdir), then writes results.json."""
+def scan_method(model_cfg) -> str | None:
+  """The selective-scan path the model ran ("auto" resolved); None for models without one."""
+  method = model_cfg.get("scan_method")
+  return scan.auto_method() if method == "auto" else method
+
+
+def _resume_hint(command: str | None, what: str = "resume") -> str:
+  return f"to {what}, run the same command" + (f": {command}" if command else "")
+
+
+def train(config, command: str | None = None) -> dict:
+  """Trains config.train.steps steps (resuming from the workdir), then writes results.json.
+
+  `command` (train.py's command line) is named in the message of an error after step 1. A
+  SIGTERM or SIGINT during training saves and returns {"stopped_at": step, "signal": name}.
+  """
   r = Run(config)
   c, d = config, config.data
   restored = r.checkpoints.restore(r.abstract_state())
@@ -124,37 +259,48 @@ def train(config) -> dict:
   if restored is not None:
     r.state, meta = restored
   logger = Logger(c.workdir, total_steps=c.train.steps, start_step=meta["step"],
-                  tensorboard=c.log.tensorboard, progress=c.log.progress)
-  if restored is not None:
-    logger.print(f"resumed from step {meta['step']} in {r.checkpoints.workdir}")
-  logger.print(f"{c.name}: {c.model.kind}, {r.n_params:,} parameters, {r.corpus.level}-level "
-               f"vocabulary {r.corpus.vocab.size}, mesh {dict(r.mesh.shape)}")
-  stream = data.TrainStream(r.corpus.train, d.batch_size, d.seq_len, mode=d.stream, seed=d.seed)
-  lr, _ = optimizer.schedules(c.optim, c.train.steps)
-  make_step = lambda k: loop.make_train_step(r.graphdef_train, r.rest, r.tx, lr, c.seed + 1, k)
-  t0 = time.time()
-  compiled, k = loop.compile_fitting_step(make_step, r.state, (d.batch_size, d.seq_len), r.mesh,
-                                          c.train.microbatches, r.memory_budget(),
-                                          r.compiler_options)
-  split = f", {k} micro-batches of {d.batch_size // k} x {d.seq_len}" if k > 1 else ""
-  logger.print(f"train step compiled in {time.time() - t0:.1f}s{split}")
-  validate_fn = lambda params: r.score(params, "valid", max_windows=c.train.eval_windows)["nats"]
+                  tensorboard=c.log.tensorboard, progress=c.log.progress,
+                  revalidate=loop.validation_pending(meta, c.train, c.train.steps))
   try:
-    with jax.set_mesh(r.mesh):
-      r.state, meta = loop.fit(r.state, compiled, stream, mesh=r.mesh, total_steps=c.train.steps,
-                               train_cfg=c.train, level=r.corpus.level, logger=logger,
-                               checkpoints=r.checkpoints, validate=validate_fn, meta=meta)
-  finally:
+    if restored is not None:
+      logger.print(f"resumed from step {meta['step']} in {r.checkpoints.workdir}")
+    logger.print(f"{c.name}: {c.model.kind}, {r.n_params:,} parameters, {r.corpus.level}-level "
+                 f"vocabulary {r.corpus.vocab.size}, mesh {dict(r.mesh.shape)}")
+    t0 = time.time()
+    compiled, k = r.compile_train_step()
+    split = f", {k} micro-batches of {d.batch_size // k} x {d.seq_len}" if k > 1 else ""
+    logger.print(f"train step compiled in {time.time() - t0:.1f}s{split}")
+    t0 = time.time()
+    k_eval = r.prepare_eval()
+    split = f", {k_eval} micro-batches" if k_eval > 1 else ""
+    logger.print(f"evaluation step compiled in {time.time() - t0:.1f}s{split}")
+    r.record(meta["step"])
+    stream = data.TrainStream(r.corpus.train, d.batch_size, d.seq_len, mode=d.stream,
+                              seed=d.seed)
+    validate_fn = lambda p: r.score(p, "valid", max_windows=c.train.eval_windows)["nats"]
+    with preemption.StopRequests() as stop, jax.set_mesh(r.mesh):
+      fit = loop.Fit(r.state, compiled, stream, mesh=r.mesh, total_steps=c.train.steps,
+                     train_cfg=c.train, level=r.corpus.level, logger=logger,
+                     checkpoints=r.checkpoints, validate=validate_fn, meta=meta, stop=stop,
+                     resume=_resume_hint(command))
+      r.state, meta = fit.run()
     r.checkpoints.wait()  # Saves already started (all of finite states) complete.
+  finally:
     logger.close()
-  if meta["step"] < c.train.steps:
+  if meta["step"] < c.train.steps or fit.stopped_by:
     r.checkpoints.close()
-    print(f"stopped at step {meta['step']} of {c.train.steps} (train.stop_at); run the same "
-          "command again to resume.")
-    return {"stopped_at": meta["step"]}
-  best = r.checkpoints.restore(r.abstract_state(), best=True)
-  params = best[0]["params"] if best is not None else r.state["params"]
-  results = r.results(r.report(params), meta)
+    why = fit.stopped_by or "train.stop_at"
+    print(f"stopped at step {meta['step']} ({why}; {c.train.steps} steps in all); run the same "
+          "command to resume.")
+    return {"stopped_at": meta["step"], **({"signal": why} if fit.stopped_by else {})}
+  try:
+    best = r.checkpoints.restore(r.abstract_state(), best=True)
+    params = best[0]["params"] if best is not None else r.state["params"]
+    results = r.results(r.report(params), meta)
+  except Exception as e:
+    e.add_note(f"Step {meta['step']} (the last) is saved in {r.checkpoints.workdir}; "
+               f"{_resume_hint(command, 'evaluate it')}.")
+    raise
   r.write_json("results.json", results)
   r.checkpoints.close()
   _print_summary(results)
@@ -189,5 +335,5 @@ def _print_summary(results: dict):
   print("\n".join(lines))
 
 
-def run(config) -> dict:
-  return train(config) if config.mode == "train" else evaluate_best(config)
+def run(config, command: str | None = None) -> dict:
+  return train(config, command) if config.mode == "train" else evaluate_best(config)
