@@ -30,8 +30,8 @@ from inn_jax.models import INN, build_model
 class Loaded(NamedTuple):
   model: nnx.Module  # In eval mode.
   config: ml_collections.ConfigDict  # The run's config.json (workdir set to where it was found).
-  corpus: Any  # inn_jax.data.Corpus.
-  vocab: Any
+  corpus: Any  # inn_jax.data.Corpus, or None when not asked for.
+  vocab: Any  # The run's own (vocab.json), else the corpus's.
   meta: dict  # The checkpoint's: step, tokens_seen, best_valid, ...
 
 
@@ -42,21 +42,30 @@ def _tupled(tree):
   return tuple(_tupled(v) for v in tree) if isinstance(tree, list) else tree
 
 
-def load_for_analysis(workdir, *, best: bool = True) -> Loaded:
-  """The model of a training workdir (best checkpoint, else the newest), its config and corpus."""
+def load_for_analysis(workdir, *, best: bool = True, corpus: bool = True) -> Loaded:
+  """The model of a training workdir (best checkpoint, else the newest), its config and
+  vocabulary, and (corpus=True) its corpus, which must have the run's vocabulary."""
   from inn_jax.train import checkpoint, loop, optimizer  # The trainer's own layout and state.
+  from inn_jax.train import workdir as workdir_lib
   workdir = pathlib.Path(workdir)
-  path = workdir / checkpoint.CONFIG_FILE
+  path = workdir / workdir_lib.CONFIG_FILE
   if not path.is_file():
     raise FileNotFoundError(f"{path} not found: --workdir must be a training workdir "
                             "(python train.py --config ... writes config.json there).")
   saved = json.loads(path.read_text())
   vocab_size = saved.pop("vocab_size")
+  saved.pop("resolved", None)
   config = ml_collections.ConfigDict(_tupled(saved))
   config.workdir = str(workdir)
-  corpus = data.load_corpus(config.data)
-  if corpus.vocab.size != vocab_size:
-    raise ValueError(f"the corpus of {path} now has {corpus.vocab.size} symbols, the checkpoint "
+  vocab_file = workdir / workdir_lib.VOCAB_FILE
+  vocab = data.vocab_from_json(vocab_file.read_text()) if vocab_file.is_file() else None
+  loaded_corpus = None
+  if corpus or vocab is None:  # A workdir of an older version holds no vocab.json.
+    loaded_corpus = data.load_corpus(config.data)
+    workdir_lib.Workdir(workdir).check_vocab(loaded_corpus.vocab)
+    vocab = vocab or loaded_corpus.vocab
+  if vocab.size != vocab_size:
+    raise ValueError(f"the vocabulary has {vocab.size} symbols, the checkpoint of {path} "
                      f"{vocab_size}; restore the data the run was trained on.")
   model = build_model(config.model, vocab_size, nnx.Rngs(params=config.seed,
                                                          dropout=config.seed + 1))
@@ -76,7 +85,7 @@ def load_for_analysis(workdir, *, best: bool = True) -> Loaded:
   state, meta = restored
   nnx.update(model, state["params"])
   model.eval()
-  return Loaded(model, config, corpus, corpus.vocab, meta)
+  return Loaded(model, config, loaded_corpus, vocab, meta)
 
 
 def encode_prompt(loaded: Loaded, text: str) -> np.ndarray:

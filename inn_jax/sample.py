@@ -126,7 +126,8 @@ def main(argv=None) -> str:
   if not args.prompt or args.length < 1 or args.temperature < 0 or (args.top_k or 1) < 1:
     p.error("--prompt must be non-empty, --length >= 1, --temperature >= 0, --top_k >= 1.")
   from inn_jax.analyze import encode_prompt, load_for_analysis  # The CLI alone needs the trainer.
-  loaded = load_for_analysis(args.workdir, best=args.checkpoint == "best")
+  # The run's vocabulary (vocab.json): no corpus needed.
+  loaded = load_for_analysis(args.workdir, best=args.checkpoint == "best", corpus=False)
   prompt_P = encode_prompt(loaded, args.prompt)
   out = Sampler(loaded.model)(prompt_P[None], args.length, temperature=args.temperature,
                               top_k=args.top_k, seed=args.seed)

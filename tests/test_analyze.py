@@ -41,6 +41,7 @@ def make_workdir(root, *, train: bool = True):
     trainer.train(c)
   else:
     run = trainer.Run(c)
+    run.record(0)  # config.json and vocab.json, as a first start writes them.
     run.checkpoints.save(0, run.state, {"step": 0, "tokens_seen": 0, "train_time": 0.0},
                          best=True)
     run.checkpoints.close()

@@ -122,3 +122,23 @@ def test_cli_end_to_end(tiny_workdir, capsys):
   ids = loaded.vocab.encode("the king")
   want = greedy_reference(loaded.model, ids[None].astype(np.int32), 25)[0]
   assert text == loaded.vocab.decode(want)
+
+
+def test_cli_decodes_with_the_run_s_vocabulary_even_without_its_corpus(tmp_path, capsys):
+  from inn_jax import analyze
+  from inn_jax.train import runner
+  from tests import train_cli
+  config = train_cli.load(train_cli.config_file(tmp_path, 2, mesh_data=1))
+  runner.train(config)  # On a text of the 9 symbols "abcdefgh ".
+  argv = ["--workdir", config.workdir, "--prompt", "abc", "--length", "30", "--temperature", "0"]
+  text = sample.main(argv)
+  assert set(text) <= set("abcdefgh ") and len(text) == 30
+  corpus = tmp_path / "tiny.txt"
+  corpus.write_text(corpus.read_text().translate(str.maketrans("abcdefgh", "ijklmnop")))
+  with pytest.raises(ValueError, match=r"the corpus now has another vocabulary \(9 symbols\) "
+                                       r"than the run trained on \(9 symbols"):
+    analyze.load_for_analysis(config.workdir)  # Its ids would decode to other symbols.
+  assert sample.main(argv) == text  # The same 9 symbols as the run's: vocab.json.
+  corpus.unlink()
+  assert sample.main(argv) == text  # No corpus at all.
+  assert capsys.readouterr().out.endswith("abc" + text + "\n")
