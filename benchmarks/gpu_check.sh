@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# The GPU check, in under 10 minutes on one GPU: the gpu-marked tests, every scan path
+# (benchmarks/gpu_scan.py), and a 200-step run of the paper-code INN (configs/text8.py:inn_paper,
+# bfloat16) through train.py on the offline pydoc corpus. Writes benchmarks/results/gpu/:
+# gpu_check.json (each stage's command, exit status and seconds; the run's results.json keys),
+# gpu_tests.xml, gpu_scan.json, train_inn_paper_bf16.json and its metrics.jsonl.
+#
+#   bash benchmarks/gpu_check.sh                   # PYTHON=/path/to/python to choose one
+#
+# Without a GPU it says so and exits 3 before any GPU work. Exit 1: a stage failed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python}
+
+if ! device=$("$PYTHON" -c 'import jax
+d = jax.devices()[0]
+assert jax.default_backend() == "gpu", jax.default_backend()
+print(f"{d.device_kind} ({jax.device_count()} devices, jax {jax.__version__})")' 2>/dev/null); then
+  backend=$("$PYTHON" -c 'import jax; print(jax.default_backend())' 2>/dev/null || echo unknown)
+  echo "gpu_check: no GPU: JAX's backend here is '$backend'. Run this on a machine with an" \
+       "NVIDIA GPU and jax[cuda12] or jax[cuda13] installed (see README). Nothing was run." >&2
+  exit 3
+fi
+echo "gpu_check: $device"
+
+out=benchmarks/results/gpu
+mkdir -p "$out"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+# stage NAME SECONDS COMMAND...: runs COMMAND under a time limit, records its status and time.
+stage() {
+  local name=$1 limit=$2 start rc
+  shift 2
+  echo "gpu_check: $name: $*"
+  start=$(date +%s.%N)
+  timeout --kill-after=10 "$limit" "$@"
+  rc=$?
+  echo "$name|$rc|$start|$(date +%s.%N)|$*" >> "$work/stages"
+  [ "$rc" -eq 124 ] && echo "gpu_check: $name: over its ${limit}s limit" >&2
+  return 0
+}
+
+stage gpu_tests 150 "$PYTHON" -m pytest -m gpu -q -p no:cacheprovider \
+    --junitxml="$out/gpu_tests.xml"
+stage gpu_scan 200 "$PYTHON" benchmarks/gpu_scan.py --budget_s 140 --out "$out/gpu_scan.json"
+stage train_inn_paper_bf16 230 "$PYTHON" train.py --config configs/text8.py:inn_paper \
+    --workdir "$work/train" --config.data.name=pydoc --config.data.normalize=text8 \
+    --config.model.dtype=bfloat16 --config.train.steps=200 --config.train.log_every=20 \
+    --config.train.eval_every=200 --config.train.eval_windows=4 --config.train.save_every=200 \
+    --config.eval.splits=valid --config.log.progress=false --config.log.tensorboard=false
+if [ -f "$work/train/results.json" ]; then
+  cp "$work/train/results.json" "$out/train_inn_paper_bf16.json"
+  cp "$work/train/metrics.jsonl" "$out/train_inn_paper_bf16.metrics.jsonl"
+fi
+
+"$PYTHON" - "$out" "$device" "$work/stages" <<'EOF'
+import datetime, json, pathlib, sys
+
+out, device, lines = pathlib.Path(sys.argv[1]), sys.argv[2], pathlib.Path(sys.argv[3])
+stages = []
+for line in lines.read_text().splitlines():
+  name, rc, start, end, command = line.split("|", 4)
+  stages.append({"stage": name, "exit_status": int(rc),
+                 "seconds": round(float(end) - float(start), 1), "command": command})
+train = out / "train_inn_paper_bf16.json"
+results = json.loads(train.read_text()) if train.exists() else {}
+summary = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "device": device,
+           "command": "bash benchmarks/gpu_check.sh",
+           "passed": len(stages) == 3 and all(s["exit_status"] == 0 for s in stages),
+           "stages": stages,
+           "train": {k: results.get(k) for k in ("scan_method", "valid_bpc", "tokens_per_s",
+                                                 "train_time_s", "microbatches", "steps")}}
+(out / "gpu_check.json").write_text(json.dumps(summary, indent=2) + "\n")
+for s in stages:
+  print(f"gpu_check: {s['stage']}: exit {s['exit_status']}, {s['seconds']}s")
+print(f"gpu_check: {'passed' if summary['passed'] else 'FAILED'}; wrote {out}/gpu_check.json")
+sys.exit(0 if summary["passed"] else 1)
+EOF
