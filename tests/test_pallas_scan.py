@@ -124,6 +124,23 @@ def check_vmap_against_sequential(kernel):
     _close(g, w, F32_TOL, "vmapped value or grad")
 
 
+def test_population_with_per_neuron_parameters():
+  check_population_against_sequential(
+      lambda *a, **k: pallas_scan.selective_scan(*a, **k, backend="triton", interpret=True,
+                                                 chunk=4))
+
+
+def check_population_against_sequential(kernel):
+  """Leading (B, N) axes with A, D, delta_bias per neuron (one kernel per neuron, vmapped):
+  values and every gradient equal the sequential scan's."""
+  batch, neurons = 2, 3
+  args = _inputs(jax.random.key(3), batch * neurons, 7, 6, 3, F32, True, NAMES)
+  args = {n: (v.reshape(batch, neurons, *v.shape[1:]) if n not in ("A", "D", "delta_bias")
+              else jnp.stack([v * (1 + 0.5 * i) for i in range(neurons)]))
+          for n, v in args.items()}
+  check_against_sequential(kernel, args, F32, True)
+
+
 def test_not_supported_on_cpu():
   assert not pallas_scan.is_supported() and pallas_scan.default_backend() is None
   assert scan.auto_method() != "pallas"

@@ -11,6 +11,7 @@ from jax.experimental.pallas import mosaic_gpu as plgpu
 from inn_jax.ops import pallas_scan, scan
 from tests.test_pallas_scan import (F32_TOL, NAMES, _close, _gpu_case, _inputs, _lower_for_cuda,
                                     _vjp, check_against_sequential,
+                                    check_population_against_sequential,
                                     check_vmap_against_sequential)
 
 F32, BF16 = jnp.float32, jnp.bfloat16
@@ -55,6 +56,10 @@ def test_no_races_between_copies_and_compute():
 
 def test_vmap_over_leading_axis():
   check_vmap_against_sequential(_mosaic(interpret=True, chunk=4))
+
+
+def test_population_with_per_neuron_parameters():
+  check_population_against_sequential(_mosaic(interpret=True, chunk=4))
 
 
 @pytest.mark.parametrize("bad", [dict(tile=6), dict(block_e=(64, 32)), dict(num_warps=(4, 4)),

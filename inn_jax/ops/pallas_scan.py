@@ -1,6 +1,7 @@
 """Fused selective scan as Pallas kernels, forward and backward (semantics: inn_jax.ops.scan).
 
-Two backends share this entry point, the per-step math and the custom_vjp plumbing:
+Two backends share this entry point and its custom_vjp plumbing (and the per-step math of
+pallas_steps.py); imports run one way, scan -> pallas_scan -> backend -> pallas_steps:
   mosaic  Pallas' Mosaic GPU backend (pallas_scan_mosaic.py): NVIDIA compute capability >= 9.0
           (Hopper H100/H200, Blackwell). The default there.
   triton  Pallas' Triton backend (pallas_scan_triton.py): compute capability >= 8.0, the default
@@ -21,6 +22,8 @@ import functools
 
 import jax
 import jax.numpy as jnp
+
+from inn_jax.ops import scan_args
 
 F32 = jnp.float32
 BACKENDS = ("mosaic", "triton")
@@ -73,7 +76,8 @@ def is_supported() -> bool:
 
 
 def _backend_module(backend):
-  """The module with the backend's config, forward and backward (lazy: they import this one)."""
+  """The module with the backend's config, forward and backward (imported on first use: Mosaic
+  GPU's module needs a JAX built with it)."""
   if backend == "mosaic":
     from inn_jax.ops import pallas_scan_mosaic
     return pallas_scan_mosaic
@@ -84,7 +88,8 @@ def _backend_module(backend):
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, *,
                    h0=None, return_state=False, backend=None, interpret=None, chunk=None,
                    block_e=None, num_warps=None, tile=None):
-  """The selective scan of inn_jax.ops.scan, fused; returns y_BLE or (y_BLE, h_BES).
+  """The selective scan of inn_jax.ops.scan (shapes: inn_jax.ops.scan_args), fused; returns y or
+  (y, final state).
 
   Args beyond scan.selective_scan's: backend ("mosaic", "triton" or None: default_backend(),
   "triton" when there is none), interpret (None: interpret mode unless the default backend is a
@@ -92,8 +97,8 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
   chunk + 1 states in registers). Triton only: block_e and num_warps, (forward, backward) pairs of
   channels per program (rounded down to a power of two dividing E) and warps per program. Mosaic
   only: tile, steps per forward tile, a multiple of chunk. None picks them from the shapes.
+  Per-neuron parameters (A with leading axes) run one kernel per parameter set, under jax.vmap.
   """
-  from inn_jax.ops import scan  # Lazy: scan imports this module lazily too.
   if backend not in (None, *BACKENDS):
     raise ValueError(f"pallas selective_scan: backend must be None or one of {BACKENDS}, "
                      f"got {backend!r}.")
@@ -102,27 +107,41 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
   backend = backend or default_backend() or "triton"
   impl = _backend_module(backend)
   chunk = impl.DEFAULT_CHUNK if chunk is None else chunk
-  scan._check(u, delta, A, B, C, D, z, delta_bias, h0, "pallas", chunk)
+  scan_args.check(u, delta, A, B, C, D, z, delta_bias, h0, methods=("pallas",), method="pallas",
+                  chunk_size=chunk)
   capability = _capability()
   if not interpret and capability is not None and capability < MIN_COMPUTE_CAPABILITY[backend]:
     raise ValueError(f"pallas selective_scan: backend={backend!r} needs an NVIDIA GPU with "
                      f"compute capability >= {MIN_COMPUTE_CAPABILITY[backend]}, the default "
                      f"device has {capability}; use another backend or scan method, or "
                      f"interpret=True.")
-  (batch, length, width), state = u.shape, A.shape[1]
-  args = dict(u=u, delta=delta, A=A, B=B, C=C, D=D, z=z, delta_bias=delta_bias, h0=h0)
-  args = {k: v for k, v in args.items() if v is not None}
-  cfg, (length_p, width_p, state_p) = impl.config(
-      _Cfg(backend, length, chunk, bool(delta_softplus), bool(interpret)), args,
-      block_e=block_e, num_warps=num_warps, tile=tile)
+  opts = dict(impl=impl, cfg=_Cfg(backend, u.shape[-2], chunk, bool(delta_softplus),
+                                  bool(interpret)),
+              block_e=block_e, num_warps=num_warps, tile=tile)
+  rows = {k: v for k, v in dict(u=u, delta=delta, B=B, C=C, z=z, h0=h0).items() if v is not None}
+  params = {k: v for k, v in dict(A=A, D=D, delta_bias=delta_bias).items() if v is not None}
+  fn = scan_args.vmap_param_axes(functools.partial(_rows_scan, **opts), u.ndim - 2,
+                                 scan_args.param_axes(A))
+  y, h = fn(rows, params)
+  return (y, h) if return_state else y
+
+
+def _rows_scan(rows, params, *, impl, cfg, block_e, num_warps, tile):
+  """(y, final state) of rows with any leading axes and parameters shared by all of them."""
+  lead = rows["u"].shape[:-2]
+  flat = lambda x: x.reshape(-1, *x.shape[len(lead):])
+  args = {**{k: flat(v) for k, v in rows.items()}, **params}
+  (batch, length, width), state = args["u"].shape, args["A"].shape[1]
+  cfg, (length_p, width_p, state_p) = impl.config(cfg, args, block_e=block_e,
+                                                  num_warps=num_warps, tile=tile)
   # Padding is exact: A = B = C = 0 and u = 0 leave the padded state at zero, and padded steps
   # are masked; the slices below drop it, and their transposes feed it zero cotangents.
   sizes = dict(B=batch, L=length_p, E=width_p, S=state_p)
   args = {k: jnp.pad(v, [(0, sizes[a] - n) for a, n in zip(_AXES[k], v.shape)])
           for k, v in args.items()}
   y_BLE, h_BES = _scan(cfg, args)
-  y_BLE = y_BLE[:, :length, :width]
-  return (y_BLE, h_BES[:, :width, :state]) if return_state else y_BLE
+  return (y_BLE[:, :length, :width].reshape(*lead, length, width),
+          h_BES[:, :width, :state].reshape(*lead, width, state))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
@@ -149,82 +168,3 @@ def _scan_bwd(cfg, res, cotangents):
 
 
 _scan.defvjp(_scan_fwd, _scan_bwd)
-
-
-# Per-step math shared by the backends. Broadcasts are explicit (broadcast_in_dim): Mosaic GPU
-# lowers those, not size-1 reshapes. Rows arrive as float32 via row(name), None when absent.
-
-
-def bcast(x, shape, dim):
-  return jax.lax.broadcast_in_dim(x, shape, (dim,))
-
-
-def log1p(x):
-  # Mosaic GPU has no log1p; this is exact to float32 rounding (Goldberg's correction).
-  w = 1.0 + x
-  return jnp.where(w == 1.0, x, jnp.log(w) * (x / (w - 1.0)))
-
-
-def softplus(x):
-  return jnp.maximum(x, 0.0) + log1p(jnp.exp(-jnp.abs(x)))
-
-
-def sigmoid(x):
-  return 1.0 / (1.0 + jnp.exp(-x))
-
-
-def row_inputs(row, bias_E, use_softplus, valid=None, outputs=True):
-  """One step's inputs: u, pre (delta + bias), dt, B, and C, z when outputs; valid (a 0/1
-  scalar, or None) zeroes dt on padded steps, which then leave the state unchanged."""
-  x = dict(u=row("u"), B=row("B"), C=row("C") if outputs else None,
-           z=row("z") if outputs else None)
-  x["pre"] = row("delta") if bias_E is None else row("delta") + bias_E
-  x["dt"] = softplus(x["pre"]) if use_softplus else x["pre"]
-  if valid is not None:
-    x["dt"] = x["dt"] * valid
-  return x
-
-
-def advance(h_ES, A_ES, x):
-  """(exp(dt A), the next state)."""
-  shape = A_ES.shape
-  a_ES = jnp.exp(bcast(x["dt"], shape, 0) * A_ES)
-  return a_ES, a_ES * h_ES + bcast(x["dt"] * x["u"], shape, 0) * bcast(x["B"], shape, 1)
-
-
-def output(h_ES, x, D_E, gate=True):
-  y_E = jnp.sum(h_ES * bcast(x["C"], h_ES.shape, 1), axis=1)
-  if D_E is not None:
-    y_E = y_E + D_E * x["u"]
-  if gate and x["z"] is not None:
-    y_E = y_E * x["z"] * sigmoid(x["z"])
-  return y_E
-
-
-def bwd_step(h_prev_ES, A_ES, x, D_E, g0_E, carry, use_softplus, valid=None):
-  """One reverse step: carry (lam, gA, gD, gbias) -> (carry, rows gu, gdelta, gB, gC[, gz])."""
-  lam_ES, gA_ES, gD_E, gbias_E = carry
-  shape = A_ES.shape
-  a_ES, h_ES = advance(h_prev_ES, A_ES, x)
-  out = {}
-  if x["z"] is not None:  # y = y0 * silu(z): split the cotangent between y0 and z.
-    z_E, s_E = x["z"], sigmoid(x["z"])
-    out["gz"] = g0_E * output(h_ES, x, D_E, gate=False) * s_E * (1.0 + z_E * (1.0 - s_E))
-    g0_E = g0_E * z_E * s_E
-  lam_ES = lam_ES + bcast(g0_E, shape, 0) * bcast(x["C"], shape, 1)
-  out["gC"] = jnp.sum(bcast(g0_E, shape, 0) * h_ES, axis=0)
-  out["gB"] = jnp.sum(lam_ES * bcast(x["dt"] * x["u"], shape, 0), axis=0)
-  lamB_E = jnp.sum(lam_ES * bcast(x["B"], shape, 1), axis=1)
-  q_ES = lam_ES * a_ES * h_prev_ES
-  gA_ES = gA_ES + q_ES * bcast(x["dt"], shape, 0)
-  gpre_E = jnp.sum(q_ES * A_ES, axis=1) + x["u"] * lamB_E
-  if use_softplus:
-    gpre_E = gpre_E * sigmoid(x["pre"])
-  if valid is not None:
-    gpre_E = gpre_E * valid
-  out["gu"] = x["dt"] * lamB_E
-  if D_E is not None:
-    out["gu"] = out["gu"] + g0_E * D_E
-    gD_E = gD_E + g0_E * x["u"]
-  out["gdelta"] = gpre_E
-  return (a_ES * lam_ES, gA_ES, gD_E, gbias_E + gpre_E), out

@@ -24,7 +24,7 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import mosaic_gpu as plgpu
 
-from inn_jax.ops import pallas_scan as ps
+from inn_jax.ops import pallas_steps as ps
 
 F32 = jnp.float32
 DEFAULT_CHUNK = 8

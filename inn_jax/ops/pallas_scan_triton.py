@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
-from inn_jax.ops import pallas_scan as ps
+from inn_jax.ops import pallas_steps as ps
 
 F32 = jnp.float32
 DEFAULT_CHUNK = 16

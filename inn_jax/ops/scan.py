@@ -4,13 +4,15 @@
     h_t  = exp(dt_t * A) * h_{t-1} + dt_t * B_t * u_t
     y_t  = <h_t, C_t> + D * u_t,   y *= silu(z)     (when z is given)
 
-Channels-last shapes: u, delta, z (B, L, E); A (E, S); B, C (B, L, S); D, delta_bias (E,);
-h0 and the final state (B, E, S). The state is carried in float32 whatever the input dtype;
-y comes back in u's dtype.
+Channels-last shapes (inn_jax.ops.scan_args): u, delta, z (*lead, L, E); B, C (*lead, L, S);
+h0 and the final state (*lead, E, S); A (*P, E, S), D and delta_bias (*P, E), where P is empty
+(parameters shared by all rows) or the last axes of lead (one set per neuron). The leading axes
+become rows of M = prod(lead) inside the op, on each device's shard. The state is carried in
+float32 whatever the input dtype; y comes back in u's dtype.
 
 Methods, all differentiable and equal up to float32 rounding:
-  sequential   lax.scan over time; the reference. Memory O(B E S) forward, O(B L E S) for grads.
-  associative  lax.associative_scan over the whole length; O(B L E S) memory, log-depth.
+  sequential   lax.scan over time; the reference. Memory O(M E S) forward, O(M L E S) for grads.
+  associative  lax.associative_scan over the whole length; O(M L E S) memory, log-depth.
   chunked      lax.scan over chunks carrying the state, associative inside each chunk, each
                chunk rematerialised in the backward pass: memory grows with the chunk, not L.
   chunked_sequential  the same chunks, sequential inside (3-4x "chunked" on CPU).
@@ -23,11 +25,13 @@ Methods, all differentiable and equal up to float32 rounding:
 from __future__ import annotations
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
 
-from inn_jax.ops import blocked_scan
+from inn_jax import sharding
+from inn_jax.ops import blocked_scan, pallas_scan, scan_args
 
 METHODS = ("auto", "sequential", "associative", "chunked", "chunked_sequential", "blocked",
            "pallas")
@@ -37,90 +41,91 @@ _HI = jax.lax.Precision.HIGHEST
 
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, *,
                    h0=None, return_state=False, method="auto", chunk_size=64):
-  """Runs the selective scan; returns y_BLE, or (y_BLE, h_BES) with return_state=True."""
-  _check(u, delta, A, B, C, D, z, delta_bias, h0, method, chunk_size)
+  """Runs the selective scan; returns y, or (y, final state) with return_state=True."""
+  scan_args.check(u, delta, A, B, C, D, z, delta_bias, h0, methods=METHODS, method=method,
+                  chunk_size=chunk_size)
   if method == "auto":
     method = auto_method()
-  args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus, h0, return_state, method,
-          chunk_size)
-  if method in _PER_SHARD and not jax.sharding.get_abstract_mesh().empty:
-    return _per_shard(*args)
-  return _local(*args)
-
-
-def _local(u, delta, A, B, C, D, z, delta_bias, delta_softplus, h0, return_state, method,
-           chunk_size):
-  if method == "pallas":
-    from inn_jax.ops import pallas_scan  # Imported lazily: Pallas is only needed on this path.
-    return pallas_scan.selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, h0=h0,
-                                      return_state=return_state)
-  f32 = jnp.float32
-  dt_BLE = delta.astype(f32)
-  if delta_bias is not None:
-    dt_BLE = dt_BLE + delta_bias.astype(f32)
-  if delta_softplus:
-    dt_BLE = jax.nn.softplus(dt_BLE)
-  u_BLE = u.astype(f32)
-  batch, _, width = u.shape
-  h_BES = (jnp.zeros((batch, width, A.shape[1]), f32) if h0 is None else h0.astype(f32))
-  core = {"sequential": _sequential, "associative": _associative,
-          "chunked": functools.partial(_chunked, chunk_size=chunk_size, inner=_associative),
-          "chunked_sequential": functools.partial(_chunked, chunk_size=chunk_size,
-                                                  inner=_sequential),
-          "blocked": functools.partial(blocked_scan.scan, chunk_size=chunk_size)}[method]
-  y_BLE, h_BES = core(u_BLE, dt_BLE, A.astype(f32), B.astype(f32), C.astype(f32), h_BES)
-  if D is not None:
-    y_BLE = y_BLE + D.astype(f32) * u_BLE
-  if z is not None:
-    y_BLE = y_BLE * jax.nn.silu(z.astype(f32))
-  y_BLE = y_BLE.astype(u.dtype)
-  return (y_BLE, h_BES) if return_state else y_BLE
+  rows = dict(u=u, delta=delta, B=B, C=C, z=z, h0=h0)
+  params = dict(A=A, D=D, delta_bias=delta_bias)
+  fn = functools.partial(_local, softplus=delta_softplus, method=method, chunk_size=chunk_size)
+  if method in _PER_SHARD:
+    fn = _per_shard(fn, u.ndim - 2, scan_args.param_axes(A), rows)
+  y, h = fn({k: v for k, v in rows.items() if v is not None},
+            {k: v for k, v in params.items() if v is not None})
+  return (y, h) if return_state else y
 
 
 def auto_method() -> str:
   """The fastest path for the default backend."""
-  from inn_jax.ops import pallas_scan
   if pallas_scan.is_supported():
     return "pallas"
   return "blocked" if jax.default_backend() == "cpu" else "chunked"
 
 
-def _per_shard(u, delta, A, B, C, D, z, delta_bias, delta_softplus, h0, return_state, method,
-               chunk_size):
-  """The scan on each device's rows: XLA cannot partition a custom call or a loop over rows."""
-  from inn_jax.sharding import MESH_AXES
-  rows = {"u": u, "delta": delta, "B": B, "C": C, "z": z, "h0": h0}
-  rows = {k: v for k, v in rows.items() if v is not None}
-  shared = {k: v for k, v in {"A": A, "D": D, "delta_bias": delta_bias}.items() if v is not None}
+def _local(rows, params, *, softplus, method, chunk_size):
+  """(y, final state) on this device's rows."""
+  if method == "pallas":
+    return pallas_scan.selective_scan(**rows, **params, delta_softplus=softplus,
+                                      return_state=True)
+  f32 = jnp.float32
+  u = rows["u"]
+  lead, (length, width) = u.shape[:-2], u.shape[-2:]
+  per_step = lambda p: p[..., None, :].astype(f32)  # (*P, E) -> (*P, 1, E): broadcast over L.
+  dt = rows["delta"].astype(f32)
+  if "delta_bias" in params:
+    dt = dt + per_step(params["delta_bias"])
+  if softplus:
+    dt = jax.nn.softplus(dt)
+  u32 = u.astype(f32)
+  A = params["A"].astype(f32)
+  n_rows = math.prod(lead)
+  to_rows = lambda x: x.reshape(n_rows, *x.shape[len(lead):])
+  if A.ndim > 2:  # One A per row: the parameters broadcast over the rest of the lead axes.
+    A = to_rows(jnp.broadcast_to(A, (*lead, *A.shape[-2:])))
+  h0 = rows.get("h0")
+  h0 = jnp.zeros((n_rows, width, A.shape[-1]), f32) if h0 is None else to_rows(h0.astype(f32))
+  core = {"sequential": _sequential, "associative": _associative,
+          "chunked": functools.partial(_chunked, chunk_size=chunk_size, inner=_associative),
+          "chunked_sequential": functools.partial(_chunked, chunk_size=chunk_size,
+                                                  inner=_sequential),
+          "blocked": functools.partial(blocked_scan.scan, chunk_size=chunk_size)}[method]
+  y_MLE, h_MES = core(to_rows(u32), to_rows(dt), A, to_rows(rows["B"].astype(f32)),
+                      to_rows(rows["C"].astype(f32)), h0)
+  y = y_MLE.reshape(*lead, length, width)
+  if "D" in params:
+    y = y + per_step(params["D"]) * u32
+  if "z" in rows:
+    y = y * jax.nn.silu(rows["z"].astype(f32))
+  return y.astype(u.dtype), h_MES.reshape(*lead, *h_MES.shape[1:])
 
-  def kernel(rows, shared):
-    a = {**rows, **shared}
-    return _local(*(a.get(k) for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")),
-                  delta_softplus, a.get("h0"), return_state, method, chunk_size)
 
-  mesh = jax.sharding.get_abstract_mesh()
-  axes = tuple(a for a in MESH_AXES if a in mesh.axis_names)
-  shards = 1
-  for a in axes:
-    shards *= mesh.shape[a]
-  if shards == 1 or u.shape[0] % shards:
-    return kernel(rows, shared)
-  spec = jax.sharding.PartitionSpec(axes)
-  out_specs = (spec, spec) if return_state else spec
-  return jax.shard_map(kernel, in_specs=({k: spec for k in rows}, {k: jax.sharding.PartitionSpec()
-                                                                    for k in shared}),
-                       out_specs=out_specs, check_vma=False)(rows, shared)
+def _per_shard(fn, n_lead: int, n_param: int, rows: dict):
+  """fn on each device's rows (XLA cannot partition a custom call or a loop over rows): the lead
+  axes split as the population's (inn_jax.sharding), per-neuron parameters with their neurons,
+  shared ones replicated. Runs unsplit where no split divides."""
+  axes = sharding.population_axes(rows["u"].shape[:n_lead])
+  if not axes:
+    return fn
+  row_spec = jax.sharding.PartitionSpec(*axes)
+  param_spec = jax.sharding.PartitionSpec(*axes[n_lead - n_param:])
+  return jax.shard_map(fn, in_specs=(row_spec, param_spec), out_specs=(row_spec, row_spec),
+                       check_vma=False)
 
 
-def _sequential(u_BLE, dt_BLE, A_ES, B_BLS, C_BLS, h_BES):
-  def step(h_BES, xs):
-    u_BE, dt_BE, B_BS, C_BS = xs
-    h_BES = jnp.exp(dt_BE[..., None] * A_ES) * h_BES + (dt_BE * u_BE)[..., None] * B_BS[:, None]
-    return h_BES, jnp.einsum("bes,bs->be", h_BES, C_BS, precision=_HI)
+# The cores run on rows: u, dt (M, L, E); B, C (M, L, S); h (M, E, S); A (E, S) shared by the
+# rows or (M, E, S), one per row.
 
-  xs = [jnp.swapaxes(x, 0, 1) for x in (u_BLE, dt_BLE, B_BLS, C_BLS)]
-  h_BES, y_LBE = jax.lax.scan(step, h_BES, xs)
-  return jnp.swapaxes(y_LBE, 0, 1), h_BES
+
+def _sequential(u_MLE, dt_MLE, A, B_MLS, C_MLS, h_MES):
+  def step(h_MES, xs):
+    u_ME, dt_ME, B_MS, C_MS = xs
+    h_MES = jnp.exp(dt_ME[..., None] * A) * h_MES + (dt_ME * u_ME)[..., None] * B_MS[:, None]
+    return h_MES, jnp.einsum("mes,ms->me", h_MES, C_MS, precision=_HI)
+
+  xs = [jnp.swapaxes(x, 0, 1) for x in (u_MLE, dt_MLE, B_MLS, C_MLS)]
+  h_MES, y_LME = jax.lax.scan(step, h_MES, xs)
+  return jnp.swapaxes(y_LME, 0, 1), h_MES
 
 
 def _combine(left, right):
@@ -129,51 +134,30 @@ def _combine(left, right):
   return a_l * a_r, a_r * b_l + b_r
 
 
-def _associative(u_BLE, dt_BLE, A_ES, B_BLS, C_BLS, h_BES):
-  a_BLES = jnp.exp(dt_BLE[..., None] * A_ES)
-  b_BLES = (dt_BLE * u_BLE)[..., None] * B_BLS[:, :, None, :]
-  a_BLES, b_BLES = jax.lax.associative_scan(_combine, (a_BLES, b_BLES), axis=1)
-  hs_BLES = a_BLES * h_BES[:, None] + b_BLES
-  y_BLE = jnp.einsum("bles,bls->ble", hs_BLES, C_BLS, precision=_HI)
-  return y_BLE, hs_BLES[:, -1]
+def _associative(u_MLE, dt_MLE, A, B_MLS, C_MLS, h_MES):
+  a_MLES = jnp.exp(dt_MLE[..., None] * (A if A.ndim == 2 else A[:, None]))
+  b_MLES = (dt_MLE * u_MLE)[..., None] * B_MLS[:, :, None, :]
+  a_MLES, b_MLES = jax.lax.associative_scan(_combine, (a_MLES, b_MLES), axis=1)
+  hs_MLES = a_MLES * h_MES[:, None] + b_MLES
+  y_MLE = jnp.einsum("mles,mls->mle", hs_MLES, C_MLS, precision=_HI)
+  return y_MLE, hs_MLES[:, -1]
 
 
-def _chunked(u_BLE, dt_BLE, A_ES, B_BLS, C_BLS, h_BES, *, chunk_size, inner):
-  batch, length, _ = u_BLE.shape
+def _chunked(u_MLE, dt_MLE, A, B_MLS, C_MLS, h_MES, *, chunk_size, inner):
+  rows, length, _ = u_MLE.shape
   chunk = min(chunk_size, length)
   n_chunks = -(-length // chunk)
   pad = n_chunks * chunk - length
   # Padding with dt = 0 makes exp(dt*A) = 1 and dt*B*u = 0: the state passes the pad unchanged.
   def split(x):
     x = jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2))
-    return jnp.swapaxes(x.reshape(batch, n_chunks, chunk, *x.shape[2:]), 0, 1)
+    return jnp.swapaxes(x.reshape(rows, n_chunks, chunk, *x.shape[2:]), 0, 1)
 
   @jax.checkpoint
-  def body(h_BES, xs):
-    y_BTE, h_BES = inner(*xs[:2], A_ES, *xs[2:], h_BES)
-    return h_BES, y_BTE
+  def body(h_MES, xs):
+    y_MTE, h_MES = inner(*xs[:2], A, *xs[2:], h_MES)
+    return h_MES, y_MTE
 
-  h_BES, y_CBTE = jax.lax.scan(body, h_BES, [split(x) for x in (u_BLE, dt_BLE, B_BLS, C_BLS)])
-  y_BLE = jnp.swapaxes(y_CBTE, 0, 1).reshape(batch, n_chunks * chunk, -1)[:, :length]
-  return y_BLE, h_BES
-
-
-def _check(u, delta, A, B, C, D, z, delta_bias, h0, method, chunk_size):
-  """Shape and option checks in plain Python, so bad input fails before any tracing."""
-  if method not in METHODS:
-    raise ValueError(f"selective_scan: method={method!r} is not one of {METHODS}.")
-  if not (isinstance(chunk_size, int) and chunk_size > 0):
-    raise ValueError(f"selective_scan: chunk_size must be a positive int, got {chunk_size!r}.")
-  if u.ndim != 3:
-    raise ValueError(f"selective_scan: u must be (batch, length, channels), got shape {u.shape}.")
-  batch, length, width = u.shape
-  if A.ndim != 2 or A.shape[0] != width:
-    raise ValueError(f"selective_scan: A must be (channels={width}, state), got {A.shape}.")
-  state = A.shape[1]
-  want = {"delta": (delta, u.shape), "B": (B, (batch, length, state)),
-          "C": (C, (batch, length, state)), "D": (D, (width,)), "z": (z, u.shape),
-          "delta_bias": (delta_bias, (width,)), "h0": (h0, (batch, width, state))}
-  for name, (x, shape) in want.items():
-    if x is not None and tuple(x.shape) != tuple(shape):
-      raise ValueError(f"selective_scan: {name} must have shape {tuple(shape)} "
-                       f"(from u {tuple(u.shape)} and A {tuple(A.shape)}), got {tuple(x.shape)}.")
+  h_MES, y_JMTE = jax.lax.scan(body, h_MES, [split(x) for x in (u_MLE, dt_MLE, B_MLS, C_MLS)])
+  y_MLE = jnp.swapaxes(y_JMTE, 0, 1).reshape(rows, n_chunks * chunk, -1)[:, :length]
+  return y_MLE, h_MES

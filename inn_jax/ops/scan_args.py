@@ -1,0 +1,55 @@
+"""The selective scan's argument contract, shared by every path (inn_jax.ops.scan, pallas_scan).
+
+    u, delta, z  (*lead, L, E)      B, C  (*lead, L, S)      h0, final state  (*lead, E, S)
+    A  (*P, E, S)                   D, delta_bias  (*P, E)
+
+`lead` is one or more leading axes (batch, or batch x neurons); the parameters' leading axes P
+are empty (shared by every row) or the last len(P) axes of `lead` (for example one A per neuron:
+lead (B, N), P (N,)). Checks run in plain Python, so bad input fails before any tracing.
+"""
+
+from __future__ import annotations
+
+import jax
+
+ROWS = ("u", "delta", "B", "C", "z", "h0")  # Arguments with the `lead` axes.
+PARAMS = ("A", "D", "delta_bias")           # Arguments with the P axes.
+
+
+def check(u, delta, A, B, C, D, z, delta_bias, h0, *, methods, method, chunk_size):
+  if method not in methods:
+    raise ValueError(f"selective_scan: method={method!r} is not one of {methods}.")
+  if not (isinstance(chunk_size, int) and chunk_size > 0):
+    raise ValueError(f"selective_scan: chunk_size must be a positive int, got {chunk_size!r}.")
+  if u.ndim < 3:
+    raise ValueError(f"selective_scan: u must be (*lead, length, channels) with at least one "
+                     f"leading axis, got shape {tuple(u.shape)}.")
+  lead, (length, width) = tuple(u.shape[:-2]), u.shape[-2:]
+  p = A.ndim - 2
+  if A.ndim < 2 or A.shape[-2] != width or p > len(lead) or (
+      p and tuple(A.shape[:-2]) != lead[len(lead) - p:]):
+    raise ValueError(f"selective_scan: A must be (channels={width}, state) or carry the last "
+                     f"leading axes of u {lead} before them, got {tuple(A.shape)}.")
+  state, params = A.shape[-1], tuple(A.shape[:-2])
+  want = {"delta": (delta, u.shape), "B": (B, (*lead, length, state)),
+          "C": (C, (*lead, length, state)), "D": (D, (*params, width)), "z": (z, u.shape),
+          "delta_bias": (delta_bias, (*params, width)), "h0": (h0, (*lead, width, state))}
+  for name, (x, shape) in want.items():
+    if x is not None and tuple(x.shape) != tuple(shape):
+      raise ValueError(f"selective_scan: {name} must have shape {tuple(shape)} "
+                       f"(from u {tuple(u.shape)} and A {tuple(A.shape)}), got {tuple(x.shape)}.")
+
+
+def param_axes(A) -> int:
+  """How many of u's leading axes the parameters carry (0: shared by every row)."""
+  return A.ndim - 2
+
+
+def vmap_param_axes(fn, n_lead: int, n_param: int):
+  """fn(rows, params) -> outputs, mapped over the parameters' leading axes, so that fn sees
+  parameters shared by all its rows. rows hold the `lead` axes, params the P axes (the last
+  n_param of lead); outputs come back with the lead axes at the front."""
+  axis = n_lead - n_param
+  for _ in range(n_param):
+    fn = jax.vmap(fn, in_axes=(axis, 0), out_axes=axis)
+  return fn
