@@ -36,6 +36,38 @@ def population(x):
   return constrain(x, *POPULATION)
 
 
+def population_axes(lead: tuple[int, ...]) -> tuple[str | None, ...]:
+  """The mesh axes of leading axes `lead` ((B,) or (B, N), more are not split) on the current
+  mesh: data for the batch, neuron for the neurons; None where the mesh lacks the axis or its
+  size does not divide. () when nothing is split (no mesh, or only axes of size 1)."""
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty:
+    return ()
+  axes = tuple(a if a in mesh.axis_names and n % mesh.shape[a] == 0 else None
+               for a, n in zip(POPULATION, lead))
+  if all(a is None or mesh.shape[a] == 1 for a in axes):
+    return ()
+  # Axes of size 1 stay named: a shard_map would otherwise sum cotangents over them.
+  return axes + (None,) * (len(lead) - len(axes))
+
+
+def population_map(fn, *xs):
+  """fn(gather, *xs) on each device's part of the population.
+
+  Every x has leading (B, N) axes and is split as the population (batch over data, neurons over
+  neuron), and so is every output. gather(x) is x for all N neurons of this device's batch rows:
+  an all-gather over the neuron axis (its transpose, in the backward pass, a reduce-scatter)
+  when the mesh splits the population, else x itself.
+  """
+  axes = population_axes(xs[0].shape[:2])
+  if not axes:
+    return fn(lambda x: x, *xs)
+  split = axes[1] is not None and jax.sharding.get_abstract_mesh().shape[NEURON] > 1
+  gather = lambda x: jax.lax.all_gather(x, NEURON, axis=1, tiled=True) if split else x
+  spec = P(*axes)
+  return jax.shard_map(lambda *a: fn(gather, *a), in_specs=spec, out_specs=spec)(*xs)
+
+
 def variable_specs(tree):
   """The PartitionSpec of every Variable in `tree` (parameters, or optimiser moments, which keep
   their parameter's type): P(NEURON) for a NeuronParam, P() for the rest."""

@@ -1,4 +1,5 @@
-"""MambaBlock: upstream parameters and init, a NumPy forward, and recurrent decoding."""
+"""MambaBlock: upstream parameters and init, a NumPy forward, leading axes and per-neuron
+parameters, and recurrent decoding."""
 
 import math
 
@@ -28,7 +29,7 @@ def test_parameter_count_matches_upstream_formula():
 def test_upstream_initialisation():
   block = MambaBlock(64, d_state=8, rngs=nnx.Rngs(3))
   p = params(block)
-  dt = np.log1p(np.exp(p["dt_proj/bias"]))
+  dt = np.log1p(np.exp(p["dt_bias_E"]))
   assert dt.min() >= 1e-3 * (1 - 1e-5) and dt.max() <= 0.1 * (1 + 1e-5)
   assert np.log(dt).std() > 0.5  # Log-uniform over two decades, not a constant.
   bound = block.dt_rank ** -0.5
@@ -44,12 +45,12 @@ def numpy_block(p, x, d_conv, dt_rank, d_state):
   xs, z = np.split(xz, 2, axis=-1)
   length = xs.shape[1]
   pad = np.concatenate([np.zeros((xs.shape[0], d_conv - 1, xs.shape[2])), xs], 1)
-  conv = sum(pad[:, k:k + length] * p["conv_KE"][k] for k in range(d_conv)) + p["conv_bias_E"]
+  conv = sum(pad[:, k:k + length] * p["conv_WE"][k] for k in range(d_conv)) + p["conv_bias_E"]
   xs = conv / (1 + np.exp(-conv))
   dbc = xs @ p["x_proj/kernel"]
   dt, B, C = dbc[..., :dt_rank], dbc[..., dt_rank:dt_rank + d_state], dbc[..., dt_rank + d_state:]
   delta = dt @ p["dt_proj/kernel"]
-  y, _ = numpy_scan(xs, delta, -np.exp(p["A_log_ES"]), B, C, p["D_E"], z, p["dt_proj/bias"], True)
+  y, _ = numpy_scan(xs, delta, -np.exp(p["A_log_ES"]), B, C, p["D_E"], z, p["dt_bias_E"], True)
   return y @ p["out_proj/kernel"]
 
 
@@ -85,3 +86,74 @@ def test_cache_continues_a_sequence():
   np.testing.assert_allclose(jnp.concatenate([y1, y2], 1), y_full, rtol=1e-5, atol=1e-6)
   # Without the cache the continuation differs: the test above can fail.
   assert np.abs(block(x[:, 3:]) - y_full[:, 3:]).max() > 1e-3
+
+
+def test_leading_axes_equal_folded_rows():
+  """x_BNLD through the block is x folded to (B*N) rows through it: the population axis is just
+  more rows for a shared memory."""
+  block = MambaBlock(16, d_state=4, scan_chunk=4, rngs=nnx.Rngs(0))
+  x_BNLD = jax.random.normal(jax.random.key(1), (2, 3, 9, 16))
+  y_BNLD, (conv, ssm) = block(x_BNLD, return_cache=True)
+  y_MLD, (conv_m, ssm_m) = block(x_BNLD.reshape(6, 9, 16), return_cache=True)
+  np.testing.assert_allclose(y_BNLD.reshape(6, 9, 16), y_MLD, rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(ssm.reshape(ssm_m.shape), ssm_m, rtol=1e-6, atol=1e-6)
+  assert conv.shape == (2, 3, 3, 32) and ssm.shape == (2, 3, 32, 4)
+
+
+def neuron_slice(p, n, own):
+  return {k: (v[n] if k.split("/")[0] in own else v) for k, v in p.items()}
+
+
+@pytest.mark.parametrize("mode", ["ssm", "full"])
+@pytest.mark.parametrize("method", ["sequential", "blocked"])
+def test_per_neuron_parameters_match_numpy_per_neuron(mode, method):
+  """Neuron n of a per-neuron block computes the NumPy block with neuron n's parameters."""
+  n_neurons = 3
+  block = MambaBlock(16, d_state=4, scan_chunk=4, scan_method=method, n_neurons=n_neurons,
+                     neuron_params=mode, rngs=nnx.Rngs(0))
+  p = params(block)
+  own = {"ssm": ("A_log_ES", "D_E", "dt_bias_E"),
+         "full": tuple(k.split("/")[0] for k in p)}[mode]
+  assert all(p[k].shape[0] == n_neurons for k in p if k.split("/")[0] in own)
+  x_BNLD = jax.random.normal(jax.random.key(1), (2, n_neurons, 9, 16))
+  y = np.asarray(block(x_BNLD))
+  for n in range(n_neurons):
+    want = numpy_block(neuron_slice(p, n, own), x_BNLD[:, n], block.d_conv, block.dt_rank,
+                       block.d_state)
+    np.testing.assert_allclose(y[:, n], want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
+  # The neurons' parameters differ (dt bias is drawn per neuron), and so do their outputs on
+  # the same input.
+  same = np.asarray(block(jnp.broadcast_to(x_BNLD[:, :1], x_BNLD.shape)))
+  assert np.abs(same[:, 1] - same[:, 0]).max() > 1e-3 * np.abs(same).max()
+
+
+@pytest.mark.parametrize("mode,extra", [("ssm", 2 * (32 * 4 + 2 * 32)), ("full", 2 * 2_208)])
+def test_per_neuron_parameter_counts(mode, extra):
+  """N=3 neurons: 'ssm' adds (N-1) x (E*S + 2E); 'full' (N-1) x the whole block."""
+  shared = MambaBlock(16, d_state=4, rngs=nnx.Rngs(0))
+  own = MambaBlock(16, d_state=4, n_neurons=3, neuron_params=mode, rngs=nnx.Rngs(0))
+  count = lambda b: sum(v.size for v in params(b).values())
+  # D 16, E 32, R 1, S 4: in 16x64, conv 4x32 + 32, x_proj 32x9, dt 1x32 + 32, A 32x4, D 32,
+  # out 32x16.
+  assert count(shared) == 1024 + 160 + 288 + 64 + 128 + 32 + 512 == 2_208
+  assert count(own) - count(shared) == extra
+
+
+def test_per_neuron_step_reproduces_full_forward():
+  block = MambaBlock(16, d_state=4, n_neurons=2, neuron_params="full", rngs=nnx.Rngs(0))
+  x = jax.random.normal(jax.random.key(1), (3, 2, 6, 16))
+  y_full = block(x)
+  cache, ys = block.init_cache((3, 2)), []
+  for t in range(x.shape[2]):
+    y_t, cache = block.step(x[:, :, t], cache)
+    ys.append(y_t)
+  np.testing.assert_allclose(jnp.stack(ys, 2), y_full, rtol=1e-5, atol=1e-6)
+
+
+def test_bad_options():
+  with pytest.raises(ValueError, match="neuron_params='all' is not one of"):
+    MambaBlock(16, neuron_params="all", n_neurons=2, rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match="needs n_neurons"):
+    MambaBlock(16, neuron_params="ssm", rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match="expand=0.3 x d_model=16"):
+    MambaBlock(16, expand=0.3, rngs=nnx.Rngs(0))

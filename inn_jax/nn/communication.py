@@ -1,14 +1,46 @@
-"""Inter-neuron communication: the second half of each INN layer (Eq. 1's sum over j)."""
+"""Inter-neuron communication: the second half of each INN layer (Eq. 1's sum over j).
+
+Each token's population talks on its own: the routing is a function of one (batch, time)
+position's N neurons, (N, D) -> (N, D), mapped over batch and time with jax.vmap. Under a mesh
+whose neuron axis splits the population, each device holds the queries of its own neurons and
+gathers the keys and values of all of them: one all-gather per layer (a reduce-scatter in the
+backward pass), the only exchange the attention needs.
+"""
+
+from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from inn_jax import sharding
+
 COMMUNICATIONS = ("attention", "static", "none")
 
 
+def attend(q_NHK, kv_M2HK, keep_NHM=None):
+  """One token's attention: the queries of N neurons over the keys and values of M neurons (all
+  of them; N = M unless the population is split over devices), dropout's scaled mask `keep`
+  applied to the weights. Returns (o_NHK, weights_NHM)."""
+  k_MHK, v_MHK = kv_M2HK[:, 0], kv_M2HK[:, 1]
+  logits_NHM = jnp.einsum("nhk,mhk->nhm", q_NHK, k_MHK, preferred_element_type=jnp.float32)
+  w_NHM = jax.nn.softmax(logits_NHM * q_NHK.shape[-1] ** -0.5, axis=-1)
+  kept_NHM = w_NHM if keep_NHM is None else w_NHM * keep_NHM
+  return jnp.einsum("nhm,mhk->nhk", kept_NHM.astype(v_MHK.dtype), v_MHK), w_NHM
+
+
+def static(v_ND):
+  """One token's Static-Communication: every neuron receives the mean message."""
+  return jnp.broadcast_to(v_ND.mean(0), v_ND.shape)
+
+
+def over_tokens(fn):
+  """fn of one token's population, mapped over batch (axis 0) and time (axis 2) of x_BNL..."""
+  return jax.vmap(jax.vmap(fn, in_axes=1, out_axes=1), in_axes=0, out_axes=0)
+
+
 class Communication(nnx.Module):
-  """Messages across the neuron axis, separately at each of T = B*L (batch, time) positions.
+  """Messages across the neuron axis of x_BNLD, separately at each (batch, time) position.
 
   kind="attention": learned multi-head attention over neurons, laid out as PyTorch's
     nn.MultiheadAttention (fused in-projection with bias, out-projection with bias, dropout on the
@@ -33,18 +65,31 @@ class Communication(nnx.Module):
                                    1 / 3, "fan_in", "uniform"))
     self.dropout = nnx.Dropout(dropout, rngs=rngs)
 
-  def __call__(self, x_TND):
+  def __call__(self, x_BNLD, *, dropout_key=None):
+    """a_BNLD; dropout_key, if given, draws the dropout masks instead of the module's stream."""
     if self.kind == "static":
-      m_TD = self.in_proj(x_TND).mean(axis=1)
-      return jnp.broadcast_to(self.out_proj(m_TD)[:, None], x_TND.shape)
-    tokens, neurons, width = x_TND.shape
-    qkv = self.in_proj(x_TND).reshape(tokens, neurons, 3, self.n_heads, width // self.n_heads)
-    q_TNHK, k_TNHK, v_TNHK = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-    logits_THNN = jnp.einsum("tnhk,tmhk->thnm", q_TNHK, k_TNHK,
-                             preferred_element_type=jnp.float32) * (width // self.n_heads) ** -0.5
-    w_THNN = jax.nn.softmax(logits_THNN, axis=-1)
+      return self.out_proj(over_tokens(static)(self.in_proj(x_BNLD)))
+    batch, n, length, width = x_BNLD.shape
+    heads = lambda a: a.reshape(batch, n, length, -1, self.n_heads, width // self.n_heads)
+    qkv = heads(self.in_proj(x_BNLD))  # (B, N, L, 3, H, K)
+    keep_BNLHM = None
+    if not self.dropout.deterministic and self.dropout.rate > 0:
+      keep_BNLHM = self.dropout(jnp.ones((batch, n, length, self.n_heads, n), jnp.float32),
+                                rngs=dropout_key)
+    o_BNLHK, w_BNLHM = _exchange(qkv[:, :, :, 0], qkv[:, :, :, 1:], keep_BNLHM)
     if self.record:  # For the connectivity analysis (Figure 3); off in training.
-      self.sow(nnx.Intermediate, "attention_THNN", w_THNN)
-    w_THNN = self.dropout(w_THNN).astype(v_TNHK.dtype)
-    o_TNHK = jnp.einsum("thnm,tmhk->tnhk", w_THNN, v_TNHK)
-    return self.out_proj(o_TNHK.reshape(tokens, neurons, width))
+      w_THNM = jnp.moveaxis(w_BNLHM, 1, 3).reshape(batch * length, self.n_heads, n, n)
+      self.sow(nnx.Intermediate, "attention_THNN", w_THNM)
+    return self.out_proj(o_BNLHK.reshape(batch, n, length, width))
+
+
+def _exchange(q_BNLHK, kv_BNL2HK, keep_BNLHM):
+  """Every token's attention over the population: (o_BNLHK, weights_BNLHM). With the neuron axis
+  split over devices, each device gathers all neurons' keys and values and attends with its own
+  neurons' queries."""
+  if keep_BNLHM is None:
+    return sharding.population_map(
+        lambda gather, q, kv: over_tokens(attend)(q, gather(kv)), q_BNLHK, kv_BNL2HK)
+  return sharding.population_map(
+      lambda gather, q, kv, keep: over_tokens(attend)(q, gather(kv), keep),
+      q_BNLHK, kv_BNL2HK, keep_BNLHM)

@@ -1,0 +1,32 @@
+"""LayerNorm over the last axis, with a gain and bias shared or (INN, neuron_identity="norm") per
+neuron."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from inn_jax.nn import neurons
+
+
+class LayerNorm(nnx.Module):
+  """Normalises x_...D in float32 (eps 1e-5, as PyTorch) and returns x's dtype.
+
+  With n_neurons, x is x_...NLD and each neuron has its own gain and bias; the gains start at
+  1 + N(0, 0.2^2), as equal gains would give every neuron the same gradient.
+  """
+
+  def __init__(self, d_model: int, *, n_neurons: int | None = None, rngs: nnx.Rngs | None = None):
+    gain = lambda key, shape: 1.0 + (0.2 * jax.random.normal(key, shape)
+                                     if n_neurons is not None else jnp.zeros(shape))
+    key = rngs.params() if n_neurons is not None else None
+    self.scale = neurons.param(gain, key, (d_model,), n_neurons)
+    self.bias = neurons.param(lambda _, shape: jnp.zeros(shape), key, (d_model,), n_neurons)
+
+  def __call__(self, x):
+    f = x.astype(jnp.float32)
+    mean = f.mean(-1, keepdims=True)
+    f = (f - mean) * jax.lax.rsqrt(jnp.square(f - mean).mean(-1, keepdims=True) + 1e-5)
+    f = f * neurons.per_step(self.scale) + neurons.per_step(self.bias)
+    return f.astype(x.dtype)
