@@ -29,7 +29,9 @@ def test_build_and_run(kind):
   assert np.isfinite(logits).all()
 
 
-CAUSAL_CASES = [(k, {}) for k in sorted(TINY)] + [
+INN_FORMS = [dict(neuron_identity=i, neuron_params=p) for i in ("embedding", "norm", "none")
+             for p in ("shared", "ssm", "full")]
+CAUSAL_CASES = [(k, {}) for k in sorted(TINY)] + [("inn", form) for form in INN_FORMS] + [
     ("inn", dict(scan_method=m)) for m in ("sequential", "associative")] + [
     ("inn", dict(communication="static")),
     ("inn", dict(norm="algorithm1", neuron_identity="embedding"))]

@@ -5,25 +5,25 @@ from __future__ import annotations
 import jax.numpy as jnp
 from flax import nnx
 
-from inn_jax.models.inn import NeuronNorm
-from inn_jax.nn import Embedder, MambaBlock
+from inn_jax.nn import Embedder, LayerNorm, MambaBlock
 
 
 class MambaStack(nnx.Module):
   """embed -> n_layers x [x + Mamba(LN(x))] -> LN -> head."""
 
   def __init__(self, vocab_size: int, *, d_model: int = 256, n_layers: int = 6,
-               d_state: int = 16, d_conv: int = 4, expand: int = 2, dt_rank: int | str = "auto",
+               d_state: int = 16, d_conv: int = 4, expand: float = 2.0,
+               dt_rank: int | str = "auto",
                tie_embeddings: bool = False, embed_init: str = "scaled", scan_method: str = "auto",
                scan_chunk: int = 64, dtype=jnp.float32, rngs: nnx.Rngs):
     self.embed = Embedder(vocab_size, d_model, init=embed_init, tie=tie_embeddings, dtype=dtype,
                           rngs=rngs)
-    self.norms = nnx.List([NeuronNorm(d_model) for _ in range(n_layers)])
+    self.norms = nnx.List([LayerNorm(d_model) for _ in range(n_layers)])
     self.layers = nnx.List([
         MambaBlock(d_model, d_state=d_state, d_conv=d_conv, expand=expand, dt_rank=dt_rank,
                    scan_method=scan_method, scan_chunk=scan_chunk, dtype=dtype, rngs=rngs)
         for _ in range(n_layers)])
-    self.final_norm = NeuronNorm(d_model)
+    self.final_norm = LayerNorm(d_model)
 
   def init_cache(self, batch_size: int):
     return [layer.init_cache(batch_size) for layer in self.layers]

@@ -24,8 +24,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from inn_jax.models.inn import NeuronNorm
-from inn_jax.nn import Embedder
+from inn_jax.nn import Embedder, LayerNorm
 
 ACTIVATIONS = {"gelu": lambda x: jax.nn.gelu(x, approximate=False), "relu": jax.nn.relu}
 # PyTorch's default Linear init, U(+-1/sqrt(fan_in)).
@@ -82,9 +81,9 @@ class Block(nnx.Module):
 
   def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float, activation: str, *,
                dtype, rngs: nnx.Rngs):
-    self.attn_norm = NeuronNorm(d_model)
+    self.attn_norm = LayerNorm(d_model)
     self.attn = Attention(d_model, n_heads, dropout, dtype=dtype, rngs=rngs)
-    self.ffn_norm = NeuronNorm(d_model)
+    self.ffn_norm = LayerNorm(d_model)
     self.ffn_in = nnx.Linear(d_model, d_ff, dtype=dtype, rngs=rngs, kernel_init=_torch_init)
     self.ffn_out = nnx.Linear(d_ff, d_model, dtype=dtype, rngs=rngs, kernel_init=_torch_init)
     self.act = ACTIVATIONS[activation]
@@ -118,7 +117,7 @@ class Transformer(nnx.Module):
     self.dropout = nnx.Dropout(dropout, rngs=rngs)
     self.blocks = nnx.List([Block(d_model, n_heads, d_ff, dropout, activation, dtype=dtype,
                                   rngs=rngs) for _ in range(n_layers)])
-    self.final_norm = NeuronNorm(d_model)
+    self.final_norm = LayerNorm(d_model)
 
   def init_cache(self, batch_size: int, max_len: int | None = None) -> KVCache:
     max_len = self.max_len if max_len is None else max_len
