@@ -7,13 +7,11 @@ character benchmark. Variants, model sizes, text-vs-code choices and the protoco
 90/5/5 contiguous split of the 100M bytes, as is standard.
 """
 
-from inn_jax.train.config import table_config
+from inn_jax.train.config import PAPER_SIZES, table_config
 
 
 def get_config(variant=None):
-  sizes = {"lstm": dict(hidden=512, n_layers=3),
-           "transformer": dict(d_model=256, n_layers=6, n_heads=4, d_ff=1024)}
-  c = table_config("enwik8", variant, sizes, "enwik8", batch_size=32, seq_len=256,
+  c = table_config("enwik8", variant, PAPER_SIZES, "enwik8", batch_size=32, seq_len=256,
                    eval_batch_size=128)
   c.train.update(steps=20_000, log_every=100, eval_every=2000, save_every=2000, eval_windows=40)
   c.model.dtype = "bfloat16"

@@ -24,13 +24,11 @@ Not stated by the paper: batch size, sequence length and training length. We use
 training characters); the paper's reference benchmark times 8 x 256 steps.
 """
 
-from inn_jax.train.config import table_config
+from inn_jax.train.config import PAPER_SIZES, table_config
 
 
 def get_config(variant=None):
-  sizes = {"lstm": dict(hidden=512, n_layers=3),
-           "transformer": dict(d_model=256, n_layers=6, n_heads=4, d_ff=1024)}
-  c = table_config("text8", variant, sizes, "text8", batch_size=32, seq_len=256,
+  c = table_config("text8", variant, PAPER_SIZES, "text8", batch_size=32, seq_len=256,
                    eval_batch_size=128)
   c.train.update(steps=20_000, log_every=100, eval_every=2000, save_every=2000, eval_windows=40)
   c.model.dtype = "bfloat16"  # Compute dtype; parameters and the scan state stay float32.

@@ -11,14 +11,12 @@ character of the training split, with an unknown symbol for the rest. Text vs co
 the 10.9M training characters): not stated by the paper.
 """
 
-from inn_jax.train.config import table_config
+from inn_jax.train.config import PAPER_SIZES, table_config
 
 
 def get_config(variant=None):
-  sizes = {"lstm": dict(hidden=512, n_layers=3),
-           "transformer": dict(d_model=256, n_layers=6, n_heads=4, d_ff=1024)}
-  c = table_config("wikitext2", variant, sizes, "wikitext2_char", batch_size=32, seq_len=256,
-                   eval_batch_size=64)
+  c = table_config("wikitext2", variant, PAPER_SIZES, "wikitext2_char", batch_size=32,
+                   seq_len=256, eval_batch_size=64)
   c.train.update(steps=5_000, log_every=50, eval_every=500, save_every=500)
   c.model.dtype = "bfloat16"
   return c

@@ -84,7 +84,16 @@ def test_microbatches_accumulate_the_same_update(tmp_path):
     results[k] = (saved(config.workdir, 3), train_losses(config.workdir))
   (a, losses_a), (b, losses_b) = results[1], results[2]
   np.testing.assert_allclose(list(losses_a.values()), list(losses_b.values()), rtol=1e-5)
-  for x, y in zip(jax.tree.leaves(a["params"]), jax.tree.leaves(b["params"]), strict=True):
+  width = config.model.d_model
+  flat_a = jax.tree_util.tree_flatten_with_path(a["params"])[0]
+  for (path, x), y in zip(flat_a, jax.tree.leaves(b["params"]), strict=True):
+    x, y = np.asarray(x), np.asarray(y)
+    if "comm" in jax.tree_util.keystr(path) and "in_proj" in jax.tree_util.keystr(path) \
+        and x.ndim == 1:
+      # The key bias's gradient is exactly zero (softmax ignores a shift shared by all keys):
+      # what the two runs compute for it is rounding, which Adam scales to steps of the rate.
+      assert np.abs(x[width:2 * width]).max() <= 3 * config.optim.lr
+      x, y = np.delete(x, np.s_[width:2 * width]), np.delete(y, np.s_[width:2 * width])
     np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6)
 
 

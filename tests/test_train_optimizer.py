@@ -71,7 +71,7 @@ def test_decay_mask_excludes_norms_biases_embeddings():
           jax.tree_util.tree_leaves_with_path(optimizer.decay_mask(params))}
   decayed = {k for k, v in flat.items() if v}
   assert any("in_proj']['kernel" in k for k in decayed)
-  assert any("conv_KE" in k for k in decayed)
+  assert any("conv_WE" in k for k in decayed)
   for word in ("norm", "table_VD", "neuron_embed", "bias", "A_log", "D_E"):
     hits = [k for k in flat if word in k]
     assert hits and not any(flat[k] for k in hits), word
@@ -89,3 +89,19 @@ def test_clipping_off_keeps_gradient_scale():
   _, state = tx.update(grads, tx.init(params), params)
   mu = state[1].inner_state[0].mu["w"]  # Adam's first moment sees the unclipped gradient.
   np.testing.assert_allclose(mu, 0.1 * 100.0, rtol=1e-6)
+
+
+def test_decay_mask_counts_a_per_neuron_parameter_by_its_slice():
+  """neuron_params="ssm": a neuron's D (E,) and dt bias are not matrices, its A_log is exempt;
+  a per-neuron kernel ("full") is a matrix per neuron and decays."""
+  for mode, decayed_part in (("ssm", None), ("full", "memory']['in_proj']['kernel")):
+    cfg = testing.tiny_model(paper_model("inn", False, neuron_params=mode))
+    params = nnx.state(build_model(cfg, 9, nnx.Rngs(0)), nnx.Param)
+    flat = {jax.tree_util.keystr(p): bool(m) for p, m in
+            jax.tree_util.tree_leaves_with_path(optimizer.decay_mask(params))}
+    for word in ("D_E", "dt_bias", "A_log"):
+      hits = [k for k in flat if word in k]
+      assert hits and not any(flat[k] for k in hits), (mode, word)
+    if decayed_part:
+      hits = [k for k in flat if decayed_part in k]
+      assert hits and all(flat[k] for k in hits), mode

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pathlib
 
+import jax
+
 GIB = 2 ** 30
 
 
@@ -29,25 +31,48 @@ def step_bytes(compiled) -> int:
           - m.alias_size_in_bytes)
 
 
+def fast_bytes(device) -> float:
+  """The most XLA temporaries a step should need to run at full speed on `device`, 0 if no such
+  bound. CPUs: a step's temporaries are fresh pages every step, and bigger ones run slower
+  (paper INN, 8 x 256 float32: 113, 92 and 81 tokens/s with 2.6, 5.2 and 10.4 GiB, as 8, 4 and
+  2 micro-batches; benchmarks/results/microbatches_cpu.json). Accelerators: none."""
+  return CPU_FAST_STEP_BYTES if device.platform == "cpu" else 0.0
+
+
+CPU_FAST_STEP_BYTES = 3 * GIB
+
+
 def fit(compile_with, batch_shape, rows: int, microbatches: int, limit: float, *, key: str,
-        shrink: str):
+        shrink: str, fast: float | None = None):
   """(compiled, k) from `compile_with(k)`: k = `microbatches`, or with 0 the fewest of 1, 2, 4, ...
   (dividing the batch into slices that split evenly over `rows` devices) whose step needs at most
-  `limit` bytes (0: no limit). Raises StepMemoryError naming config `key` and what to `shrink`."""
+  `fast` bytes (None: fast_bytes of this process's first device; 0: no such target) and,
+  failing that, at most `limit` bytes (0: no limit). Raises StepMemoryError naming config `key` and what to `shrink`."""
   batch = batch_shape[0]
   ks = [microbatches] if microbatches else [2 ** i for i in range(batch.bit_length())
                                            if batch % (2 ** i * rows) == 0]
-  for k in ks:
-    compiled = compile_with(k)
-    need = step_bytes(compiled)
-    if not limit or need <= limit:
-      return compiled, k
+  fast = fast_bytes(jax.local_devices()[0]) if fast is None else fast
+  compiled = {}
+
+  def need(k):
+    if k not in compiled:
+      compiled[k] = compile_with(k)
+    return step_bytes(compiled[k])
+
+  targets = [limit]
+  if fast and not microbatches:
+    targets.insert(0, min(fast, limit) if limit else fast)
+  for target in targets:
+    for k in ks:
+      if need(k) <= target or not target:
+        return compiled[k], k
+  k = ks[-1]
   fix = (f"set --config.{key}=0 to use the fewest micro-batches that fit" if microbatches
          else f"lower {shrink} or add devices")
   raise StepMemoryError(
-      f"{key}: the step needs {need / GIB:.2f} GiB per device with {k} micro-batch(es) of "
+      f"{key}: the step needs {need(k) / GIB:.2f} GiB per device with {k} micro-batch(es) of "
       f"{batch // k} x {batch_shape[1]}, but {limit / GIB:.2f} GiB is available; {fix}, or set "
-      "model.remat=true (INN).")
+      "model.remat=\"rows\" (INN).")
 
 
 def split_rows(a, k: int):

@@ -8,6 +8,9 @@ import re
 import jax
 import jax.numpy as jnp
 import optax
+from flax import nnx
+
+from inn_jax.sharding import NeuronParam
 
 SCHEDULES = ("one_cycle", "constant")
 DECAY_MASKS = ("matrices", "all")
@@ -61,7 +64,9 @@ def schedules(cfg, total_steps: int):
 
 
 def decay_mask(params, mode: str = "matrices"):
-  """True where weight decay applies: "all", or matrices that are not norms or embeddings."""
+  """True where weight decay applies: "all", or matrices that are not norms or embeddings. A
+  per-neuron parameter counts as its per-neuron slice (a neuron's D vector is no matrix). The
+  mask mirrors `params`, Variables included."""
   if mode not in DECAY_MASKS:
     raise ValueError(f"optim.decay_mask={mode!r} is not one of {DECAY_MASKS}.")
 
@@ -69,9 +74,15 @@ def decay_mask(params, mode: str = "matrices"):
     if mode == "all":
       return True
     keys = [str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path]
-    return x.ndim >= 2 and not any(_NO_DECAY.search(k) for k in keys)
+    ndim = x.ndim - (1 if isinstance(x, NeuronParam) else 0)
+    return ndim >= 2 and not any(_NO_DECAY.search(k) for k in keys)
 
-  return jax.tree_util.tree_map_with_path(decays, params)
+  def mark(path, x):
+    flag = decays(path, x)
+    return x.replace(flag) if isinstance(x, nnx.Variable) else flag
+
+  return jax.tree_util.tree_map_with_path(mark, params,
+                                          is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
 def make_optimizer(cfg, total_steps: int) -> optax.GradientTransformation:
