@@ -60,7 +60,7 @@ def inn(**kw):
 
 
 def test_paper_faithful_model_is_uniform_with_zero_diversity():
-  report = run_analysis(inn(neuron_identity="none"), tokens(), batch_size=4, seq_len=16)
+  report = run_analysis(inn(neuron_identity="none", neuron_params="shared"), tokens(), batch_size=4, seq_len=16)
   c = report["connectivity"]
   assert c["uniform"] and c["max_deviation_from_uniform"] == 0.0
   assert all(l["hubs"] == [] and l["specialists"] == [] and l["average_degree"] == 0.0
@@ -70,9 +70,12 @@ def test_paper_faithful_model_is_uniform_with_zero_diversity():
     assert len(set(layer["mean"])) == 1 and len(set(layer["sparsity"])) == 1
 
 
-def test_distinct_neurons_have_nonzero_diversity():
-  report = run_analysis(inn(), tokens(), batch_size=4, seq_len=16)
-  assert all(d > 0.01 for d in report["diversity"]["layers"])
+# At initialisation the default form's neurons differ only by their memories' outputs, a small
+# part of the residual stream (measured 1.3e-3 and 2.3e-3); a learned identity adds 0.4.
+@pytest.mark.parametrize("kw,least", [({}, 1e-4), (dict(neuron_identity="embedding"), 0.1)])
+def test_distinct_neurons_have_nonzero_diversity(kw, least):
+  report = run_analysis(inn(**kw), tokens(), batch_size=4, seq_len=16)
+  assert all(d > least for d in report["diversity"]["layers"])
   assert not report["connectivity"]["uniform"]
 
 

@@ -13,6 +13,7 @@ from flax import nnx
 from inn_jax.models import INN, count_params
 
 TINY = dict(d_model=32, n_layers=2, n_neurons=8, n_heads=4, d_state=4, scan_chunk=4)
+COPIES = dict(neuron_identity="none", neuron_params="shared")  # The paper code's neurons.
 
 
 def tokens(batch=2, length=11, seed=0):
@@ -29,14 +30,19 @@ def intermediates(model, x):
 
 
 def test_parameter_count_matches_paper_code():
-  paper = INN(27, neuron_identity="none", embed_init="normal", tie_embeddings=True,
-                rngs=nnx.Rngs(0))
+  paper = INN(27, neuron_identity="none", neuron_params="shared", embed_init="normal",
+              tie_embeddings=True, rngs=nnx.Rngs(0))
   assert count_params(paper) == 4_219_163
-  # Our default adds neuron embeddings (N x D) and an untied head (D x V).
-  assert count_params(INN(27, rngs=nnx.Rngs(0))) == 4_219_163 + 32 * 256 + 256 * 27
+  # Our default: each neuron its own memory, 32 times narrower (16 wide: 32 x 13,680 = 437,760,
+  # the shared block's count), and an untied head (D x V).
+  default = INN(27, rngs=nnx.Rngs(0))
+  assert default.layers[0].memory.d_inner == 16
+  assert count_params(default) == 4_219_163 + 256 * 27
+  assert count_params(INN(27, neuron_identity="embedding", neuron_params="shared",
+                          rngs=nnx.Rngs(0))) == 4_219_163 + 32 * 256 + 256 * 27
   per_neuron_norms = 6 * (32 - 1) * 2 * 256  # neuron_identity="norm": N gains and biases per layer.
-  assert count_params(INN(27, neuron_identity="norm", tie_embeddings=True,
-                          rngs=nnx.Rngs(0))) == 4_219_163 + per_neuron_norms
+  assert count_params(INN(27, neuron_identity="norm", neuron_params="shared",
+                          tie_embeddings=True, rngs=nnx.Rngs(0))) == 4_219_163 + per_neuron_norms
 
 
 @pytest.mark.parametrize("neuron_params,extra", [
@@ -45,14 +51,14 @@ def test_parameter_count_matches_paper_code():
 ])
 def test_parameter_count_of_per_neuron_memories(neuron_params, extra):
   """The paper-code form (4,219,163) plus (N - 1) x the per-neuron parameters of 6 layers."""
-  model = INN(27, neuron_identity="none", neuron_params=neuron_params, embed_init="normal",
-              tie_embeddings=True, rngs=nnx.Rngs(0))
+  model = INN(27, neuron_identity="none", neuron_params=neuron_params, expand=2.0,
+              embed_init="normal", tie_embeddings=True, rngs=nnx.Rngs(0))
   assert count_params(model) == 4_219_163 + extra
 
 
 def test_paper_faithful_neurons_are_copies():
   """neuron_identity='none': in eval mode all N states are equal and attention is exactly 1/N."""
-  model = INN(27, **TINY, neuron_identity="none", rngs=nnx.Rngs(params=0, dropout=1))
+  model = INN(27, **TINY, **COPIES, rngs=nnx.Rngs(params=0, dropout=1))
   model.eval()
   got = intermediates(model, tokens())
   h = got["neurons_BNLD"]
@@ -65,7 +71,8 @@ def test_paper_faithful_neurons_are_copies():
 # (form, least spread between neurons at initialisation, relative). "ssm" neurons differ at the
 # start only through their dt biases, a small part of the residual stream (measured 5e-5; the
 # paper-code form's spread is exactly 0, above): still 400 float32 ulps away from copies.
-FORMS_THAT_DIFFER = [(dict(neuron_identity="embedding"), 1e-3), (dict(neuron_identity="norm"), 1e-3),
+FORMS_THAT_DIFFER = [(dict(neuron_identity="embedding"), 1e-3),
+                     (dict(neuron_identity="norm"), 1e-3),
                      (dict(neuron_identity="none", neuron_params="ssm"), 1e-5),
                      (dict(neuron_identity="none", neuron_params="full"), 1e-3)]
 
@@ -85,8 +92,8 @@ def test_neurons_differ(form, least):
 def test_paper_faithful_population_equals_a_single_stream():
   """N=8 copies compute exactly what N=1 computes with the same weights: the extra neurons add
   nothing but cost."""
-  many = INN(27, **dict(TINY, n_neurons=8), neuron_identity="none", rngs=nnx.Rngs(0))
-  one = INN(27, **dict(TINY, n_neurons=1), neuron_identity="none", rngs=nnx.Rngs(0))
+  many = INN(27, **dict(TINY, n_neurons=8), **COPIES, rngs=nnx.Rngs(0))
+  one = INN(27, **dict(TINY, n_neurons=1), **COPIES, rngs=nnx.Rngs(0))
   many.eval()
   one.eval()
   x = tokens()
@@ -105,7 +112,7 @@ def initial_loss(**kw):
 
 def test_initial_loss_paper_init_vs_default():
   """The paper's tied N(0,1) head starts far above ln 27; the default starts near it."""
-  paper = dict(embed_init="normal", neuron_identity="none", tie_embeddings=True)
+  paper = dict(embed_init="normal", **COPIES, tie_embeddings=True)
   assert initial_loss(**paper) > 3 * math.log(27)
   assert abs(initial_loss() - math.log(27)) < 0.1
 
@@ -200,7 +207,7 @@ def test_bfloat16_compute_tracks_float32():
 
 def test_training_mode_dropout_breaks_the_copies():
   """In the paper's code, only attention dropout (train mode) makes neurons differ."""
-  model = INN(27, **TINY, neuron_identity="none", attn_dropout=0.5,
+  model = INN(27, **TINY, **COPIES, attn_dropout=0.5,
               rngs=nnx.Rngs(params=0, dropout=1))
   model.train()
   h = intermediates(model, tokens())["neurons_BNLD"]

@@ -21,10 +21,10 @@ def test_eval_mode_and_incompatible_restore(tmp_path):
   assert evaluated["scores"] == trained["scores"]
   assert evaluated["steps"] == 2 and (pathlib.Path(config.workdir) / "eval_results.json").exists()
   config.model.d_model = 24
-  config.model.neuron_identity = "none"
+  config.model.neuron_identity = "embedding"
   config.eval.splits = ("test",)  # Evaluation settings may change in eval mode.
   with pytest.raises(ValueError, match=r"holds checkpoints of a different model: model.d_model: "
-                                       r"16 -> 24; model.neuron_identity: 'embedding' -> 'none'\. "
+                                       r"16 -> 24; model.neuron_identity: 'none' -> 'embedding'\. "
                                        r"Evaluate with the run's config"):
     runner.Run(config)
   config.mode = "train"

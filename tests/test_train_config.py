@@ -11,7 +11,8 @@ def test_load_variant_and_paper_form():
   assert (c.model.kind, c.model.neuron_identity, c.model.embed_init) == ("inn", "none", "normal")
   assert c.model.tie_embeddings and c.optim.decay_mask == "all"
   d = config_lib.load("configs/text8.py")
-  assert d.name == "text8:inn" and d.model.neuron_identity == "embedding"
+  assert d.name == "text8:inn" and d.model.neuron_identity == "none"
+  assert (c.model.neuron_params, d.model.neuron_params) == ("shared", "full")
   assert d.optim.decay_mask == "matrices"
   assert config_lib.load("configs/text8.py:no_comm").model.communication == "none"
   assert config_lib.load("configs/text8.py:static_comm_paper").model.communication == "static"

@@ -18,6 +18,12 @@ each other and attention over them is uniform: `neuron_identity="none"` with
 `neuron_params="ssm"` gives each its own A, D and dt bias (its time-scales), `"full"` its own
 Mamba weights. `neuron_identity="embedding"` adds a learned vector per neuron at replication;
 `"norm"` gives each neuron its own LayerNorm gain and bias before its memory.
+
+The default form, `neuron_identity="none"` with `neuron_params="full"`, was chosen by training
+every identity x params pair at equal parameters and tokens (benchmarks/neuron_forms.sh; table in
+benchmarks/results/neuron_forms/table.md): the neurons differ because each has its own memory,
+as Eq. 1 says. `expand=None` keeps the memory's parameters those of one shared Mamba of expand 2:
+with `"full"` each neuron's memory is N times narrower (2 * d_model / N wide).
 """
 
 from __future__ import annotations
@@ -86,8 +92,8 @@ class INN(nnx.Module):
 
   def __init__(self, vocab_size: int, *, d_model: int = 256, n_layers: int = 6,
                n_neurons: int = 32, n_heads: int = 4, d_state: int = 16, d_conv: int = 4,
-               expand: float = 2.0, dt_rank: int | str = "auto",
-               neuron_identity: str = "embedding", neuron_params: str = "shared",
+               expand: float | None = None, dt_rank: int | str = "auto",
+               neuron_identity: str = "none", neuron_params: str = "full",
                communication: str = "attention", norm: str = "pre", attn_dropout: float = 0.1,
                tie_embeddings: bool = False, embed_init: str = "scaled",
                scan_method: str = "auto", scan_chunk: int = 64, remat: str = "none",
@@ -100,6 +106,8 @@ class INN(nnx.Module):
     if norm == "algorithm1" and neuron_identity == "norm":
       raise ValueError("INN: neuron_identity='norm' needs norm='pre' (Algorithm 1 has no "
                        "LayerNorm before the memory to make per-neuron).")
+    if expand is None:
+      expand = max(1, round(2 * d_model / n_neurons)) / d_model if neuron_params == "full" else 2.0
     self.n_neurons = n_neurons
     self.embed = Embedder(vocab_size, d_model, init=embed_init, tie=tie_embeddings, dtype=dtype,
                           rngs=rngs)

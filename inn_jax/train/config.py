@@ -77,14 +77,14 @@ def base_config(name: str, model: ml_collections.ConfigDict, dataset: str, **dat
 def paper_model(kind: str, paper: bool, **overrides) -> ml_collections.ConfigDict:
   """`kind`'s model config in the paper-code form (paper=True) or ours, then `overrides`.
 
-  Paper code: a head tied to an N(0, 1) embedding and, for the INN, neurons with no identity
-  (they stay copies of each other). Ours: the model defaults (scaled embedding, untied head for
-  the INN and Mamba stack, a learned per-neuron vector).
+  Paper code: a head tied to an N(0, 1) embedding and, for the INN, one shared memory and
+  neurons with no identity (they stay copies of each other). Ours: the model defaults (scaled
+  embedding, untied head for the INN and Mamba stack, each neuron its own memory).
   """
   cfg = model_config(kind, **overrides)
   if paper:
     for key, value in (("embed_init", "normal"), ("tie_embeddings", True),
-                       ("neuron_identity", "none")):
+                       ("neuron_identity", "none"), ("neuron_params", "shared")):
       if key in cfg and key not in overrides:
         cfg[key] = value
   return cfg
