@@ -2,6 +2,7 @@
 
 import math
 
+import jax
 import jax.numpy as jnp
 from flax import nnx
 
@@ -16,6 +17,7 @@ class Embedder(nnx.Module):
   draws the table ~ N(0, 1/D) and multiplies the lookup by sqrt(D) (as Gemma does): inputs keep
   unit scale; the untied head (our default) starts near-uniform, so the initial loss is ~ln V. A tied
   head with a residual stream that carries the input embedding favours predicting the input token.
+  The head bias starts at zero, or (init="normal") U(+-1/sqrt(D)) as the paper's nn.Linear head.
   """
 
   def __init__(self, vocab_size: int, d_model: int, *, init: str = "scaled", tie: bool = True,
@@ -29,7 +31,12 @@ class Embedder(nnx.Module):
     # An untied head starts small (logits ~ N(0, 0.1^2)) so the first loss is ~ln V.
     self.head_DV = None if tie else nnx.Param(
         nnx.initializers.normal(0.1 * d_model ** -0.5)(rngs.params(), (d_model, vocab_size)))
-    self.bias_V = nnx.Param(jnp.zeros((vocab_size,))) if head_bias else None
+    # The paper's code builds its head as torch's nn.Linear(D, V), whose bias starts
+    # U(-1/sqrt(D), 1/sqrt(D)); ours starts at zero.
+    bound = d_model ** -0.5
+    bias = (lambda: jax.random.uniform(rngs.params(), (vocab_size,), minval=-bound, maxval=bound)
+            ) if init == "normal" else (lambda: jnp.zeros((vocab_size,)))
+    self.bias_V = nnx.Param(bias()) if head_bias else None
 
   def encode(self, tokens_BL):
     return (self.table_VD[...][tokens_BL] * self.scale).astype(self.dtype)
