@@ -55,12 +55,12 @@ def measure(kind: str, prompt_len: int, new: int, repeats: int, points: int,
     cfg.max_len = max(cfg.max_len, prompt_len + new)
   model = build_model(cfg, VOCAB, nnx.Rngs(0))
   model.eval()
-  prompt_BP = np.asarray(jax.random.randint(jax.random.key(1), (1, prompt_len), 0, VOCAB))
+  prompt_BL = np.asarray(jax.random.randint(jax.random.key(1), (1, prompt_len), 0, VOCAB))
   sampler = Sampler(model)
   row = {"kind": kind, "params": count_params(model), "model": cfg.to_dict(),
          "batch": 1, "prompt": prompt_len, "new_tokens": new}
-  t_new = median_time(lambda: sampler(prompt_BP, new, temperature=0.0).tokens_BT, repeats)
-  t_one = median_time(lambda: sampler(prompt_BP, 1, temperature=0.0).tokens_BT, repeats)
+  t_new = median_time(lambda: sampler(prompt_BL, new, temperature=0.0).tokens_BL, repeats)
+  t_one = median_time(lambda: sampler(prompt_BL, 1, temperature=0.0).tokens_BL, repeats)
   row["recurrent"] = {"seconds": t_new, "tokens_per_s": new / t_new,
                       "prompt_pass_s": t_one, "decode_tokens_per_s": (new - 1) / (t_new - t_one)}
   if points:

@@ -3,7 +3,7 @@ to text8's 27 symbols), a visible result in about 5 minutes on 2 CPU cores.
 
     python train.py --config configs/quickstart.py
 
-Model: our default INN form (a learned identity per neuron, scaled embedding, untied head; pre-norm
+Model: our default INN form (each neuron its own memory, scaled embedding, untied head; pre-norm
 as the paper's code), 4 neurons, 2 layers, width 64. Optimiser: the paper's protocol (AdamW,
 OneCycleLR, clipping 1.0) with a peak rate of 3e-3 instead of the paper's 4e-4, as the run is short.
 """

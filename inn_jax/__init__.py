@@ -1,14 +1,24 @@
 """inn_jax: Intelligent Neural Networks in JAX / Flax NNX.
 
-Shape notation, used in names throughout (``x_BxLxD`` style, written compactly as ``x_BLD``):
+Shape notation, used in names throughout (``x_BxLxD`` style, written compactly as ``x_BLD``);
+each letter has one meaning:
 
-  B  batch            L  sequence length     N  neurons
-  D  model width      E  inner width (expand * D)
-  S  SSM state size   R  dt rank             K  conv kernel width (d_conv)
-  V  vocabulary       H  attention heads     F  feed-forward width
+  B  batch (rows of token windows)      L  time steps (sequence, chunk, prompt or sample length)
+  N  neurons                            D  model width (d_model)
+  E  a Mamba's inner width (expand * D) S  SSM state size (d_state)
+  R  dt rank                            W  conv window (d_conv)
+  V  vocabulary                         H  attention heads
+  K  attention head size (D / H)        F  Transformer feed-forward width
+  U  LSTM hidden units                  G  LSTM gate width (4 U)
+  I  LSTM input width                   P  attention key positions (a Transformer's cache)
+  T  tokens flattened over batch and time (B * L)
+  M  rows of a scan: its leading axes flattened (B * N, or B)
+  J  chunks of time                     Q  blocks (of rows, or of E in a kernel)
 
-The neuron axis is folded into the batch for the memory (``h_(BN)LD``) and unfolded for the
-communication (``h_(BL)ND``); both reshapes live in ``inn_jax.models.inn``.
+Lower case is a part of that axis: ``n`` this device's neurons, ``b`` the rows of one block,
+``d`` half the model width. Digits are literal sizes (``kv_BNL2HK``: keys and values).
+Activations keep the neuron axis from end to end (``h_BNLD``); a scan forms rows from its
+leading axes inside the op, on each device's shard.
 """
 
 __version__ = "0.1.0"

@@ -83,5 +83,5 @@ def diversity(between: float, total: float) -> float:
 
 
 def population_code(a_BNL, length: int):
-  """Figure 4: activations of every neuron across the first `length` tokens of row 0, a_NT."""
+  """Figure 4: activations of every neuron across the first `length` tokens of row 0, a_NL."""
   return a_BNL[0, :, :length]

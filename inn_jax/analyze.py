@@ -145,16 +145,16 @@ def analyze(model: INN, tokens, vocab=None, *, batch_size: int = 16, seq_len: in
     raise ValueError(f"analyze: batch_size={batch_size}, seq_len={seq_len} and code_len="
                      f"{code_len} must be >= 1, max_tokens={max_tokens} >= 0 (0 = all), "
                      f"edge_factor={edge_factor} > 0.")
-  x_WL = _windows(np.asarray(tokens), seq_len, max_tokens)
+  windows_BL = _windows(np.asarray(tokens), seq_len, max_tokens)
   model = nnx.clone(model)
   model.eval()
   model.capture(True)
   graphdef, state = nnx.split(model)
-  batch_size = min(batch_size, len(x_WL))
+  batch_size = min(batch_size, len(windows_BL))
   sums, moments, code = None, None, None
-  for i in range(0, len(x_WL), batch_size):
-    x_BL = np.zeros((batch_size, x_WL.shape[1]), np.int32)
-    rows = x_WL[i:i + batch_size]
+  for i in range(0, len(windows_BL), batch_size):
+    x_BL = np.zeros((batch_size, windows_BL.shape[1]), np.int32)
+    rows = windows_BL[i:i + batch_size]
     x_BL[:len(rows)] = rows  # A short last batch is padded with rows of weight 0.
     weight_B = (np.arange(batch_size) < len(rows)).astype(np.float32)
     s = jax.device_get(_batch_stats_jit(graphdef, state, x_BL, weight_B, reduce, code_len))
@@ -164,13 +164,13 @@ def analyze(model: INN, tokens, vocab=None, *, batch_size: int = 16, seq_len: in
     moments = [act.merge_moments(None if moments is None else moments[k], m)
                for k, m in enumerate(s["moments"])]
     code = np.asarray(s["code"]) if code is None else code
-  positions = x_WL.size
-  text = vocab.decode(x_WL[0, :code_len]) if vocab is not None else None
+  positions = windows_BL.size
+  text = vocab.decode(windows_BL[0, :code_len]) if vocab is not None else None
   conn = ({"skipped": "this INN has no attention between neurons (communication != attention)"}
           if not sums["attention"] else
           connectivity.summarize(np.stack(sums["attention"]) / positions, edge_factor=edge_factor))
   return {
-      "tokens_analyzed": int(positions), "windows": len(x_WL), "seq_len": int(x_WL.shape[1]),
+      "tokens_analyzed": int(positions), "windows": len(windows_BL), "seq_len": int(windows_BL.shape[1]),
       "connectivity": conn,
       "activations": {
           "definition": f"a = {reduce} over the D features of a neuron's state after each layer; "
@@ -178,7 +178,7 @@ def analyze(model: INN, tokens, vocab=None, *, batch_size: int = 16, seq_len: in
           "layers": [{"layer": k, **act.activation_stats(m)} for k, m in enumerate(moments)],
       },
       "population_coding": {"layer": len(moments) - 1, "tokens": text,
-                            "activations_LNT": code.tolist()},
+                            "activations_NL": code.tolist()},
       "diversity": {
           "definition": "sum_n |h_n - mean_n h|^2 / sum_n |h_n|^2 over all positions, per layer",
           "layers": [act.diversity(b, t) for b, t in sums["diversity"]]},
@@ -242,12 +242,12 @@ def plot(report: dict, out: pathlib.Path) -> dict:
     fig.colorbar(im, ax=ax)
   save(fig, "activations.png")
   pop = report["population_coding"]
-  code_NT = np.asarray(pop["activations_LNT"][pop["layer"]])
-  fig, ax = plt.subplots(figsize=(max(6, 0.16 * code_NT.shape[1] + 2), 4))
-  bound = float(np.abs(code_NT).max()) or 1.0
-  im = ax.imshow(code_NT, aspect="auto", cmap="RdBu_r", vmin=-bound, vmax=bound)
-  if pop["tokens"] is not None and len(pop["tokens"]) == code_NT.shape[1]:
-    ax.set_xticks(np.arange(code_NT.shape[1]), list(pop["tokens"].replace(" ", "_")), fontsize=6)
+  code_NL = np.asarray(pop["activations_NL"][pop["layer"]])
+  fig, ax = plt.subplots(figsize=(max(6, 0.16 * code_NL.shape[1] + 2), 4))
+  bound = float(np.abs(code_NL).max()) or 1.0
+  im = ax.imshow(code_NL, aspect="auto", cmap="RdBu_r", vmin=-bound, vmax=bound)
+  if pop["tokens"] is not None and len(pop["tokens"]) == code_NL.shape[1]:
+    ax.set_xticks(np.arange(code_NL.shape[1]), list(pop["tokens"].replace(" ", "_")), fontsize=6)
   ax.set_xlabel("token")
   ax.set_ylabel("neuron")
   ints(ax, "y")

@@ -59,10 +59,10 @@ def average_degree(a_NN, edge_factor: float = EDGE_FACTOR) -> float:
   return float((a_NN > edge_factor / n * (1 + _REL_TOL)).sum() / n)
 
 
-def max_deviation_from_uniform(a_XNN) -> float:
+def max_deviation_from_uniform(a_NN) -> float:
   """max |a - 1/N| over any stack of (N, N) graphs; 0 for the paper-faithful model."""
-  a_XNN = np.asarray(a_XNN, np.float64)
-  return float(np.abs(a_XNN - 1.0 / a_XNN.shape[-1]).max())
+  a_NN = np.asarray(a_NN, np.float64)
+  return float(np.abs(a_NN - 1.0 / a_NN.shape[-1]).max())
 
 
 def summarize(mean_LHNN, *, hub: float = HUB, specialist: float = SPECIALIST,

@@ -1,8 +1,8 @@
 """Sampling from any model of inn_jax.models, with recurrent state (or a KV cache).
 
     sampler = Sampler(model)
-    out = sampler(prompt_BP, length=200, temperature=0.8, top_k=None, seed=0)
-    out.tokens_BT                        # the new tokens; out.logits_BTV with return_logits=True
+    out = sampler(prompt_BL, length=200, temperature=0.8, top_k=None, seed=0)
+    out.tokens_BL                        # the new tokens; out.logits_BLV with return_logits=True
 
     python -m inn_jax.sample --workdir W --prompt "to be or not" --length 500 --temperature 0.8
 
@@ -28,8 +28,8 @@ from inn_jax.models import Transformer
 
 
 class SamplerOutput(NamedTuple):
-  tokens_BT: jax.Array  # The T = length new tokens.
-  logits_BTV: jax.Array | None  # Logits each token was drawn from (return_logits=True).
+  tokens_BL: jax.Array  # The `length` new tokens.
+  logits_BLV: jax.Array | None  # Logits each token was drawn from (return_logits=True).
 
 
 def sample_logits(logits_BV, key, temperature: float, top_k: int | None):
@@ -53,13 +53,13 @@ def init_cache(model, batch: int, max_len: int):
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "length", "temperature", "top_k",
                                              "return_logits"))
-def _generate(graphdef, state, prompt_BP, key, *, length, temperature, top_k, return_logits):
+def _generate(graphdef, state, prompt_BL, key, *, length, temperature, top_k, return_logits):
   model = nnx.merge(graphdef, state)
-  batch, prompt_len = prompt_BP.shape
+  batch, prompt_len = prompt_BL.shape
   cache = init_cache(model, batch, prompt_len + length)
-  logits_BPV, cache = model(prompt_BP, cache=cache, return_cache=True)
+  logits_BLV, cache = model(prompt_BL, cache=cache, return_cache=True)
   keys = jax.random.split(key, length)
-  first_BV = logits_BPV[:, -1]
+  first_BV = logits_BLV[:, -1]
   first_B = sample_logits(first_BV, keys[0], temperature, top_k)
 
   def step(carry, key):
@@ -70,11 +70,11 @@ def _generate(graphdef, state, prompt_BP, key, *, length, temperature, top_k, re
     token_B = sample_logits(logits_BV, key, temperature, top_k)
     return (token_B, cache), (token_B, logits_BV if return_logits else None)
 
-  _, (rest_TB, rest_TBV) = jax.lax.scan(step, (first_B, cache), keys[1:])
-  tokens_BT = jnp.concatenate([first_B[:, None], rest_TB.T], axis=1)
+  _, (rest_LB, rest_LBV) = jax.lax.scan(step, (first_B, cache), keys[1:])
+  tokens_BL = jnp.concatenate([first_B[:, None], rest_LB.T], axis=1)
   if not return_logits:
-    return tokens_BT, None
-  return tokens_BT, jnp.concatenate([first_BV[:, None], jnp.swapaxes(rest_TBV, 0, 1)], axis=1)
+    return tokens_BL, None
+  return tokens_BL, jnp.concatenate([first_BV[:, None], jnp.swapaxes(rest_LBV, 0, 1)], axis=1)
 
 
 class Sampler:
@@ -88,16 +88,16 @@ class Sampler:
     self.vocab_size = model.embed.table_VD.shape[0]
     self.graphdef, self.state = nnx.split(model)
 
-  def __call__(self, prompt_BP, length: int, *, temperature: float = 1.0,
+  def __call__(self, prompt_BL, length: int, *, temperature: float = 1.0,
                top_k: int | None = None, seed: int = 0,
                return_logits: bool = False) -> SamplerOutput:
-    prompt_BP = np.asarray(prompt_BP)
-    if prompt_BP.ndim != 2 or prompt_BP.shape[1] < 1 or not np.issubdtype(prompt_BP.dtype,
+    prompt_BL = np.asarray(prompt_BL)
+    if prompt_BL.ndim != 2 or prompt_BL.shape[1] < 1 or not np.issubdtype(prompt_BL.dtype,
                                                                            np.integer):
       raise ValueError(f"prompt must be integer ids of shape (batch, >= 1), got "
-                       f"{prompt_BP.shape} of {prompt_BP.dtype}; a model needs one token to "
+                       f"{prompt_BL.shape} of {prompt_BL.dtype}; a model needs one token to "
                        "start from.")
-    if prompt_BP.min() < 0 or prompt_BP.max() >= self.vocab_size:
+    if prompt_BL.min() < 0 or prompt_BL.max() >= self.vocab_size:
       raise ValueError(f"prompt ids must lie in 0..{self.vocab_size - 1} (the vocabulary).")
     if not (isinstance(length, int) and length >= 1):
       raise ValueError(f"length must be a positive int, got {length!r}.")
@@ -105,10 +105,10 @@ class Sampler:
       raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}.")
     if top_k is not None and not (isinstance(top_k, int) and 1 <= top_k <= self.vocab_size):
       raise ValueError(f"top_k must be None or an int in 1..{self.vocab_size}, got {top_k!r}.")
-    tokens_BT, logits_BTV = _generate(
-        self.graphdef, self.state, jnp.asarray(prompt_BP, jnp.int32), jax.random.key(seed),
+    tokens_BL, logits_BLV = _generate(
+        self.graphdef, self.state, jnp.asarray(prompt_BL, jnp.int32), jax.random.key(seed),
         length=length, temperature=float(temperature), top_k=top_k, return_logits=return_logits)
-    return SamplerOutput(tokens_BT, logits_BTV)
+    return SamplerOutput(tokens_BL, logits_BLV)
 
 
 def main(argv=None) -> str:
@@ -128,11 +128,11 @@ def main(argv=None) -> str:
   from inn_jax.analyze import encode_prompt, load_for_analysis  # The CLI alone needs the trainer.
   # The run's vocabulary (vocab.json): no corpus needed.
   loaded = load_for_analysis(args.workdir, best=args.checkpoint == "best", corpus=False)
-  prompt_P = encode_prompt(loaded, args.prompt)
-  out = Sampler(loaded.model)(prompt_P[None], args.length, temperature=args.temperature,
+  prompt_L = encode_prompt(loaded, args.prompt)
+  out = Sampler(loaded.model)(prompt_L[None], args.length, temperature=args.temperature,
                               top_k=args.top_k, seed=args.seed)
-  text = loaded.vocab.decode(np.asarray(out.tokens_BT[0]))
-  shown = loaded.vocab.decode(prompt_P)  # As the model read it (normalised).
+  text = loaded.vocab.decode(np.asarray(out.tokens_BL[0]))
+  shown = loaded.vocab.decode(prompt_L)  # As the model read it (normalised).
   print(f"{shown}{text}" if loaded.vocab.level != "word" else f"{shown} {text}")
   return text
 

@@ -99,7 +99,7 @@ def test_figures_equal_direct_computation():
     np.testing.assert_allclose(got["mean"], a_NX.mean(1), rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(got["variance"], a_NX.var(1), rtol=1e-4, atol=1e-7)
     np.testing.assert_allclose(got["sparsity"], (np.abs(a_NX) < 0.1).mean(1))
-    np.testing.assert_allclose(report["population_coding"]["activations_LNT"][i],
+    np.testing.assert_allclose(report["population_coding"]["activations_NL"][i],
                                np.asarray(h).mean(-1)[0, :, :10], rtol=1e-5, atol=1e-6)
   assert report["tokens_analyzed"] == 80 and report["windows"] == 5
 

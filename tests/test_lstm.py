@@ -23,11 +23,11 @@ def torch_lstm_count(vocab, d_embed, hidden, n_layers, tie):
 def numpy_layer(layer, x, h, c):
   """PyTorch's LSTM equations in float64, one step at a time; gates i, f, g, o."""
   p = {k: np.asarray(getattr(layer, k)[...], np.float64)
-       for k in ("w_ih_IG", "w_hh_HG", "b_ih_G", "b_hh_G")}
+       for k in ("w_ih_IG", "w_hh_UG", "b_ih_G", "b_hh_G")}
   sig = lambda a: 1 / (1 + np.exp(-a))
   hs = []
   for t in range(x.shape[1]):
-    g = x[:, t] @ p["w_ih_IG"] + p["b_ih_G"] + h @ p["w_hh_HG"] + p["b_hh_G"]
+    g = x[:, t] @ p["w_ih_IG"] + p["b_ih_G"] + h @ p["w_hh_UG"] + p["b_hh_G"]
     i, f, gg, o = np.split(g, 4, axis=-1)
     c = sig(f) * c + sig(i) * np.tanh(gg)
     h = sig(o) * np.tanh(c)
@@ -55,7 +55,7 @@ def test_paper_size_count():
 
 def test_torch_initialisation():
   layer = LSTMLayer(5, 16, rngs=nnx.Rngs(0))
-  for w in (layer.w_ih_IG, layer.w_hh_HG, layer.b_ih_G, layer.b_hh_G):
+  for w in (layer.w_ih_IG, layer.w_hh_UG, layer.b_ih_G, layer.b_hh_G):
     w = np.abs(np.asarray(w[...]))
     assert w.max() <= 0.25 and w.max() > 0.2  # U(+-1/sqrt(16)), not a narrower law.
 
@@ -149,7 +149,7 @@ def test_dropout_switches():
 def test_bfloat16_runs():
   model = LSTM(V, hidden=8, n_layers=2, dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
   logits, cache = model(jnp.zeros((2, 3), jnp.int32), return_cache=True)
-  assert logits.dtype == jnp.float32 and cache[0].c_BH.dtype == jnp.float32
+  assert logits.dtype == jnp.float32 and cache[0].c_BU.dtype == jnp.float32
   assert np.isfinite(np.asarray(logits)).all()
 
 

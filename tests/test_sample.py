@@ -38,21 +38,21 @@ def prompt(batch=2, length=7, seed=3):
 @pytest.mark.parametrize("kind", sorted(TINY))
 def test_cached_decoding_equals_full_forward(kind):
   """Prompt pass + one cached step per token give the logits of one pass over the final text."""
-  model, x_BP = tiny(kind), prompt()
-  out = Sampler(model)(x_BP, 9, temperature=1.0, seed=1, return_logits=True)
-  seq_BL = np.concatenate([x_BP, np.asarray(out.tokens_BT)], axis=1)
+  model, prompt_BL = tiny(kind), prompt()
+  out = Sampler(model)(prompt_BL, 9, temperature=1.0, seed=1, return_logits=True)
+  seq_BL = np.concatenate([prompt_BL, np.asarray(out.tokens_BL)], axis=1)
   full_BLV = jitted(model)(seq_BL)
-  p, t = x_BP.shape[1], out.tokens_BT.shape[1]
-  np.testing.assert_allclose(out.logits_BTV, full_BLV[:, p - 1:p + t - 1], rtol=1e-5, atol=1e-5)
+  p, t = prompt_BL.shape[1], out.tokens_BL.shape[1]
+  np.testing.assert_allclose(out.logits_BLV, full_BLV[:, p - 1:p + t - 1], rtol=1e-5, atol=1e-5)
 
 
-def greedy_reference(model, x_BP, length):
+def greedy_reference(model, prompt_BL, length):
   """Argmax of a fresh full forward (no cache) per new token, in a plain Python loop. The forward
   runs over a fixed buffer (compiled once); the models are causal, so later slots do not matter."""
   forward = jitted(model)
-  batch, p = x_BP.shape
+  batch, p = prompt_BL.shape
   seq = np.zeros((batch, p + length), np.int32)
-  seq[:, :p] = x_BP
+  seq[:, :p] = prompt_BL
   for i in range(length):
     seq[:, p + i] = np.argmax(np.asarray(forward(seq))[:, p + i - 1], -1)
   return seq[:, p:]
@@ -60,18 +60,18 @@ def greedy_reference(model, x_BP, length):
 
 @pytest.mark.parametrize("kind", ["inn", "transformer"])
 def test_greedy_equals_argmax_of_full_forwards(kind):
-  model, x_BP = tiny(kind), prompt()
-  want = greedy_reference(model, x_BP, 8)
+  model, prompt_BL = tiny(kind), prompt()
+  want = greedy_reference(model, prompt_BL, 8)
   sampler = Sampler(model)
-  np.testing.assert_array_equal(sampler(x_BP, 8, temperature=0.0).tokens_BT, want)
-  np.testing.assert_array_equal(sampler(x_BP, 8, temperature=1.0, top_k=1, seed=5).tokens_BT,
+  np.testing.assert_array_equal(sampler(prompt_BL, 8, temperature=0.0).tokens_BL, want)
+  np.testing.assert_array_equal(sampler(prompt_BL, 8, temperature=1.0, top_k=1, seed=5).tokens_BL,
                                 want)
 
 
 def test_top_k_draws_only_among_the_k_largest():
   model = tiny("inn")
   out = Sampler(model)(prompt(batch=4), 30, temperature=5.0, top_k=2, seed=0, return_logits=True)
-  logits, tokens = np.asarray(out.logits_BTV), np.asarray(out.tokens_BT)
+  logits, tokens = np.asarray(out.logits_BLV), np.asarray(out.tokens_BL)
   chosen = np.take_along_axis(logits, tokens[..., None], -1)[..., 0]
   second = np.sort(logits, -1)[..., -2]
   assert (chosen >= second).all()
@@ -80,10 +80,10 @@ def test_top_k_draws_only_among_the_k_largest():
 
 
 def test_seed_decides_the_sample():
-  sampler, x_BP = Sampler(tiny("lstm")), prompt()
-  a = sampler(x_BP, 40, temperature=1.0, seed=0).tokens_BT
-  np.testing.assert_array_equal(a, sampler(x_BP, 40, temperature=1.0, seed=0).tokens_BT)
-  assert (np.asarray(a) != np.asarray(sampler(x_BP, 40, temperature=1.0, seed=1).tokens_BT)).any()
+  sampler, prompt_BL = Sampler(tiny("lstm")), prompt()
+  a = sampler(prompt_BL, 40, temperature=1.0, seed=0).tokens_BL
+  np.testing.assert_array_equal(a, sampler(prompt_BL, 40, temperature=1.0, seed=0).tokens_BL)
+  assert (np.asarray(a) != np.asarray(sampler(prompt_BL, 40, temperature=1.0, seed=1).tokens_BL)).any()
 
 
 def test_sampler_leaves_the_model_alone():

@@ -19,16 +19,16 @@ def run(tmp_path_factory):
   return runner.Run(config)
 
 
-def nats_by_hand(run, tokens_BT):
-  """Sum of -log p(target) of one forward call on the rows tokens_BT (float64 log-softmax)."""
-  tokens_BT = np.atleast_2d(tokens_BT)
+def nats_by_hand(run, tokens_BL):
+  """Sum of -log p(target) of one forward call on the rows tokens_BL (float64 log-softmax)."""
+  tokens_BL = np.atleast_2d(tokens_BL)
   forward = jax.jit(lambda p, x: nnx.merge(run.graphdef_eval, p, run.rest)(x),
                     compiler_options=run.compiler_options)
-  logits = np.asarray(forward(run.state["params"], jnp.asarray(tokens_BT[:, :-1], jnp.int32)),
+  logits = np.asarray(forward(run.state["params"], jnp.asarray(tokens_BL[:, :-1], jnp.int32)),
                       np.float64)
   logp = logits - logits.max(-1, keepdims=True)
   logp -= np.log(np.exp(logp).sum(-1, keepdims=True))
-  return -np.take_along_axis(logp, tokens_BT[:, 1:, None], -1).sum()
+  return -np.take_along_axis(logp, tokens_BL[:, 1:, None], -1).sum()
 
 
 def test_fresh_windows_score_each_target_once(run):

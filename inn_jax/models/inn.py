@@ -176,6 +176,6 @@ def _rematerialised(layer: NeuronLayer, fn, h_BNLD, remat_rows: int):
   split = lambda x: jnp.swapaxes(x.reshape(batch // slices, slices, *x.shape[1:]), 0, 1)
   keys = (jax.random.split(key, slices) if key is not None
           else jnp.zeros((slices,), jnp.uint32))
-  out_SbNLD = jax.lax.map(lambda a: run(state, a[0], a[1] if key is not None else None),
+  out_QbNLD = jax.lax.map(lambda a: run(state, a[0], a[1] if key is not None else None),
                           (split(h_BNLD), keys))
-  return sharding.population(jnp.swapaxes(out_SbNLD, 0, 1).reshape(h_BNLD.shape))
+  return sharding.population(jnp.swapaxes(out_QbNLD, 0, 1).reshape(h_BNLD.shape))

@@ -22,12 +22,12 @@ from inn_jax.nn import Embedder
 
 class LSTMCache(NamedTuple):
   """Recurrent state of one layer, float32."""
-  h_BH: jax.Array
-  c_BH: jax.Array
+  h_BU: jax.Array
+  c_BU: jax.Array
 
 
 class LSTMLayer(nnx.Module):
-  """One LSTM layer over a whole sequence: x_BLI -> h_BLH."""
+  """One LSTM layer over a whole sequence: x_BLI -> h_BLU."""
 
   def __init__(self, d_in: int, hidden: int, *, scan_unroll: int = 1, dtype=jnp.float32,
                rngs: nnx.Rngs):
@@ -35,8 +35,8 @@ class LSTMLayer(nnx.Module):
     init = lambda *shape: nnx.Param(jax.random.uniform(rngs.params(), shape, minval=-bound,
                                                        maxval=bound))
     self.hidden, self.scan_unroll, self.dtype = hidden, scan_unroll, dtype
-    self.w_ih_IG = init(d_in, 4 * hidden)  # G = 4 * hidden, gates in PyTorch's order i, f, g, o.
-    self.w_hh_HG = init(hidden, 4 * hidden)
+    self.w_ih_IG = init(d_in, 4 * hidden)  # G = 4 U, gates in PyTorch's order i, f, g, o.
+    self.w_hh_UG = init(hidden, 4 * hidden)
     self.b_ih_G = init(4 * hidden)
     self.b_hh_G = init(4 * hidden)
 
@@ -48,18 +48,18 @@ class LSTMLayer(nnx.Module):
     xg_BLG = jnp.einsum("bli,ig->blg", x_BLI.astype(self.dtype),
                         self.w_ih_IG[...].astype(self.dtype), preferred_element_type=jnp.float32)
     xg_LBG = jnp.swapaxes(xg_BLG + self.b_ih_G[...] + self.b_hh_G[...], 0, 1)
-    w_hh_HG = self.w_hh_HG[...].astype(self.dtype)
+    w_hh_UG = self.w_hh_UG[...].astype(self.dtype)
 
     def step(state, xg_BG):
-      h_BH, c_BH = state
-      g_BG = xg_BG + jnp.dot(h_BH.astype(self.dtype), w_hh_HG, preferred_element_type=jnp.float32)
-      i_BH, f_BH, g_BH, o_BH = jnp.split(g_BG, 4, axis=-1)
-      c_BH = jax.nn.sigmoid(f_BH) * c_BH + jax.nn.sigmoid(i_BH) * jnp.tanh(g_BH)
-      h_BH = jax.nn.sigmoid(o_BH) * jnp.tanh(c_BH)
-      return LSTMCache(h_BH, c_BH), h_BH
+      h_BU, c_BU = state
+      g_BG = xg_BG + jnp.dot(h_BU.astype(self.dtype), w_hh_UG, preferred_element_type=jnp.float32)
+      i_BU, f_BU, g_BU, o_BU = jnp.split(g_BG, 4, axis=-1)
+      c_BU = jax.nn.sigmoid(f_BU) * c_BU + jax.nn.sigmoid(i_BU) * jnp.tanh(g_BU)
+      h_BU = jax.nn.sigmoid(o_BU) * jnp.tanh(c_BU)
+      return LSTMCache(h_BU, c_BU), h_BU
 
-    cache, h_LBH = jax.lax.scan(step, LSTMCache(*cache), xg_LBG, unroll=self.scan_unroll)
-    return jnp.swapaxes(h_LBH, 0, 1).astype(self.dtype), cache
+    cache, h_LBU = jax.lax.scan(step, LSTMCache(*cache), xg_LBG, unroll=self.scan_unroll)
+    return jnp.swapaxes(h_LBU, 0, 1).astype(self.dtype), cache
 
 
 class LSTM(nnx.Module):

@@ -33,16 +33,16 @@ _torch_init = nnx.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
 
 class KVCache(NamedTuple):
   """Keys and values of each layer for `max_len` positions; `pos` counts those already written."""
-  k_BTHK: tuple[jax.Array, ...]  # One per layer; T = max_len.
-  v_BTHK: tuple[jax.Array, ...]
+  k_BPHK: tuple[jax.Array, ...]  # One per layer; T = max_len.
+  v_BPHK: tuple[jax.Array, ...]
   pos: jax.Array  # int32 scalar.
 
 
 def sinusoid(positions_L, d_model: int):
   """Vaswani et al.'s encoding: sin at even features, cos at odd ones."""
-  freqs_D2 = jnp.exp(jnp.arange(0, d_model, 2, dtype=jnp.float32) * (-math.log(1e4) / d_model))
-  angles_LD2 = positions_L.astype(jnp.float32)[:, None] * freqs_D2
-  return jnp.stack([jnp.sin(angles_LD2), jnp.cos(angles_LD2)], axis=-1).reshape(-1, d_model)
+  freqs_d = jnp.exp(jnp.arange(0, d_model, 2, dtype=jnp.float32) * (-math.log(1e4) / d_model))
+  angles_Ld = positions_L.astype(jnp.float32)[:, None] * freqs_d
+  return jnp.stack([jnp.sin(angles_Ld), jnp.cos(angles_Ld)], axis=-1).reshape(-1, d_model)
 
 
 class Attention(nnx.Module):
@@ -55,25 +55,25 @@ class Attention(nnx.Module):
     self.out = nnx.Linear(d_model, d_model, dtype=dtype, rngs=rngs, kernel_init=_torch_init)
     self.dropout = nnx.Dropout(dropout, rngs=rngs)
 
-  def __call__(self, x_BLD, k_BTHK, v_BTHK, pos):
+  def __call__(self, x_BLD, k_BPHK, v_BPHK, pos):
     """Writes this call's keys/values at `pos` (if a cache is given) and attends causally."""
     batch, length, width = x_BLD.shape
     qkv = self.qkv(x_BLD).reshape(batch, length, 3, self.n_heads, width // self.n_heads)
     q_BLHK, k_BLHK, v_BLHK = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-    if k_BTHK is None:  # No cache: keys are this call's, at positions 0..L-1.
-      k_BTHK, v_BTHK = k_BLHK, v_BLHK
+    if k_BPHK is None:  # No cache: keys are this call's, at positions 0..L-1.
+      k_BPHK, v_BPHK = k_BLHK, v_BLHK
     else:
       at = (0, pos, 0, 0)
-      k_BTHK = jax.lax.dynamic_update_slice(k_BTHK, k_BLHK.astype(k_BTHK.dtype), at)
-      v_BTHK = jax.lax.dynamic_update_slice(v_BTHK, v_BLHK.astype(v_BTHK.dtype), at)
-    logits_BHLT = jnp.einsum("blhk,bthk->bhlt", q_BLHK, k_BTHK.astype(self.dtype),
+      k_BPHK = jax.lax.dynamic_update_slice(k_BPHK, k_BLHK.astype(k_BPHK.dtype), at)
+      v_BPHK = jax.lax.dynamic_update_slice(v_BPHK, v_BLHK.astype(v_BPHK.dtype), at)
+    logits_BHLP = jnp.einsum("blhk,bthk->bhlt", q_BLHK, k_BPHK.astype(self.dtype),
                              preferred_element_type=jnp.float32) * (width // self.n_heads) ** -0.5
-    seen_LT = jnp.arange(k_BTHK.shape[1])[None, :] <= (pos + jnp.arange(length))[:, None]
+    seen_LP = jnp.arange(k_BPHK.shape[1])[None, :] <= (pos + jnp.arange(length))[:, None]
     # Masked entries get probability exactly 0 (exp(-inf)); every row sees at least itself.
-    w_BHLT = jax.nn.softmax(jnp.where(seen_LT, logits_BHLT, -jnp.inf), axis=-1)
-    w_BHLT = self.dropout(w_BHLT).astype(self.dtype)
-    o_BLHK = jnp.einsum("bhlt,bthk->blhk", w_BHLT, v_BTHK.astype(self.dtype))
-    return self.out(o_BLHK.reshape(batch, length, width)), k_BTHK, v_BTHK
+    w_BHLP = jax.nn.softmax(jnp.where(seen_LP, logits_BHLP, -jnp.inf), axis=-1)
+    w_BHLP = self.dropout(w_BHLP).astype(self.dtype)
+    o_BLHK = jnp.einsum("bhlt,bthk->blhk", w_BHLP, v_BPHK.astype(self.dtype))
+    return self.out(o_BLHK.reshape(batch, length, width)), k_BPHK, v_BPHK
 
 
 class Block(nnx.Module):
@@ -89,11 +89,11 @@ class Block(nnx.Module):
     self.act = ACTIVATIONS[activation]
     self.dropout = nnx.Dropout(dropout, rngs=rngs)
 
-  def __call__(self, x_BLD, k_BTHK, v_BTHK, pos):
-    a_BLD, k_BTHK, v_BTHK = self.attn(self.attn_norm(x_BLD), k_BTHK, v_BTHK, pos)
+  def __call__(self, x_BLD, k_BPHK, v_BPHK, pos):
+    a_BLD, k_BPHK, v_BPHK = self.attn(self.attn_norm(x_BLD), k_BPHK, v_BPHK, pos)
     x_BLD = x_BLD + self.dropout(a_BLD)
     f_BLD = self.ffn_out(self.dropout(self.act(self.ffn_in(self.ffn_norm(x_BLD)))))
-    return x_BLD + self.dropout(f_BLD), k_BTHK, v_BTHK
+    return x_BLD + self.dropout(f_BLD), k_BPHK, v_BPHK
 
 
 class Transformer(nnx.Module):
@@ -130,7 +130,7 @@ class Transformer(nnx.Module):
     batch, length = tokens_BL.shape
     if cache is None and return_cache:
       cache = self.init_cache(batch)
-    limit = self.max_len if cache is None else cache.k_BTHK[0].shape[1]
+    limit = self.max_len if cache is None else cache.k_BPHK[0].shape[1]
     pos = 0 if cache is None else cache.pos
     traced = isinstance(pos, jax.core.Tracer)
     end = length if traced else int(pos) + length
@@ -142,10 +142,10 @@ class Transformer(nnx.Module):
         x_BLD.dtype))
     ks, vs = [], []
     for i, block in enumerate(self.blocks):
-      k_BTHK, v_BTHK = (None, None) if cache is None else (cache.k_BTHK[i], cache.v_BTHK[i])
-      x_BLD, k_BTHK, v_BTHK = block(x_BLD, k_BTHK, v_BTHK, pos)
-      ks.append(k_BTHK)
-      vs.append(v_BTHK)
+      k_BPHK, v_BPHK = (None, None) if cache is None else (cache.k_BPHK[i], cache.v_BPHK[i])
+      x_BLD, k_BPHK, v_BPHK = block(x_BLD, k_BPHK, v_BPHK, pos)
+      ks.append(k_BPHK)
+      vs.append(v_BPHK)
     logits_BLV = self.embed.decode(self.final_norm(x_BLD))
     if traced:  # Past the end dynamic_update_slice would clamp silently: make it loud instead.
       logits_BLV = jnp.where(pos + length > limit, jnp.nan, logits_BLV)

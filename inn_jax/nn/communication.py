@@ -18,15 +18,15 @@ from inn_jax import sharding
 COMMUNICATIONS = ("attention", "static", "none")
 
 
-def attend(q_NHK, kv_M2HK, keep_NHM=None):
-  """One token's attention: the queries of N neurons over the keys and values of M neurons (all
-  of them; N = M unless the population is split over devices), dropout's scaled mask `keep`
-  applied to the weights. Returns (o_NHK, weights_NHM)."""
-  k_MHK, v_MHK = kv_M2HK[:, 0], kv_M2HK[:, 1]
-  logits_NHM = jnp.einsum("nhk,mhk->nhm", q_NHK, k_MHK, preferred_element_type=jnp.float32)
-  w_NHM = jax.nn.softmax(logits_NHM * q_NHK.shape[-1] ** -0.5, axis=-1)
-  kept_NHM = w_NHM if keep_NHM is None else w_NHM * keep_NHM
-  return jnp.einsum("nhm,mhk->nhk", kept_NHM.astype(v_MHK.dtype), v_MHK), w_NHM
+def attend(q_nHK, kv_N2HK, keep_nHN=None):
+  """One token's attention: the queries of n neurons (this device's; n = N unless the population
+  is split over devices) over the keys and values of all N, dropout's scaled mask `keep` applied
+  to the weights. Returns (o_nHK, weights_nHN)."""
+  k_NHK, v_NHK = kv_N2HK[:, 0], kv_N2HK[:, 1]
+  logits_nHN = jnp.einsum("nhk,mhk->nhm", q_nHK, k_NHK, preferred_element_type=jnp.float32)
+  w_nHN = jax.nn.softmax(logits_nHN * q_nHK.shape[-1] ** -0.5, axis=-1)
+  kept_nHN = w_nHN if keep_nHN is None else w_nHN * keep_nHN
+  return jnp.einsum("nhm,mhk->nhk", kept_nHN.astype(v_NHK.dtype), v_NHK), w_nHN
 
 
 def static(v_ND):
@@ -72,24 +72,24 @@ class Communication(nnx.Module):
     batch, n, length, width = x_BNLD.shape
     heads = lambda a: a.reshape(batch, n, length, -1, self.n_heads, width // self.n_heads)
     qkv = heads(self.in_proj(x_BNLD))  # (B, N, L, 3, H, K)
-    keep_BNLHM = None
+    keep_BNLHN = None
     if not self.dropout.deterministic and self.dropout.rate > 0:
-      keep_BNLHM = self.dropout(jnp.ones((batch, n, length, self.n_heads, n), jnp.float32),
+      keep_BNLHN = self.dropout(jnp.ones((batch, n, length, self.n_heads, n), jnp.float32),
                                 rngs=dropout_key)
-    o_BNLHK, w_BNLHM = _exchange(qkv[:, :, :, 0], qkv[:, :, :, 1:], keep_BNLHM)
+    o_BNLHK, w_BNLHN = _exchange(qkv[:, :, :, 0], qkv[:, :, :, 1:], keep_BNLHN)
     if self.record:  # For the connectivity analysis (Figure 3); off in training.
-      w_THNM = jnp.moveaxis(w_BNLHM, 1, 3).reshape(batch * length, self.n_heads, n, n)
-      self.sow(nnx.Intermediate, "attention_THNN", w_THNM)
+      w_THNN = jnp.moveaxis(w_BNLHN, 1, 3).reshape(batch * length, self.n_heads, n, n)
+      self.sow(nnx.Intermediate, "attention_THNN", w_THNN)
     return self.out_proj(o_BNLHK.reshape(batch, n, length, width))
 
 
-def _exchange(q_BNLHK, kv_BNL2HK, keep_BNLHM):
-  """Every token's attention over the population: (o_BNLHK, weights_BNLHM). With the neuron axis
+def _exchange(q_BNLHK, kv_BNL2HK, keep_BNLHN):
+  """Every token's attention over the population: (o_BNLHK, weights_BNLHN). With the neuron axis
   split over devices, each device gathers all neurons' keys and values and attends with its own
   neurons' queries."""
-  if keep_BNLHM is None:
+  if keep_BNLHN is None:
     return sharding.population_map(
         lambda gather, q, kv: over_tokens(attend)(q, gather(kv)), q_BNLHK, kv_BNL2HK)
   return sharding.population_map(
       lambda gather, q, kv, keep: over_tokens(attend)(q, gather(kv), keep),
-      q_BNLHK, kv_BNL2HK, keep_BNLHM)
+      q_BNLHK, kv_BNL2HK, keep_BNLHN)

@@ -53,30 +53,30 @@ def _put(buf_MT_, v_M_, i):
 
 
 def _steps(h_MSE, t0, n, u, dt, A, B, C, keep: bool):
-  """Steps t0 .. t0+n-1 of one row block: (final h, y_MnE, states nxMxSxE if keep)."""
+  """Steps t0 .. t0+n-1 of one row block: (final h, y_MLE, states nxMxSxE if keep)."""
   def step(i, carry):
-    h_MSE, y_MnE, hs = carry
+    h_MSE, y_MLE, hs = carry
     t = t0 + i
     dt_ME, B_MS = _at(dt, t), _at(B, t)
     h_MSE = (jnp.exp(dt_ME[:, None] * A) * h_MSE
              + (dt_ME * _at(u, t))[:, None] * B_MS[..., None])
-    y_MnE = _put(y_MnE, jnp.sum(h_MSE * _at(C, t)[..., None], 1), i)
+    y_MLE = _put(y_MLE, jnp.sum(h_MSE * _at(C, t)[..., None], 1), i)
     if keep:
       hs = jax.lax.dynamic_update_index_in_dim(hs, h_MSE, i, 0)
-    return h_MSE, y_MnE, hs
+    return h_MSE, y_MLE, hs
 
-  y_MnE = jnp.zeros((u.shape[0], n, u.shape[2]), u.dtype)
+  y_MLE = jnp.zeros((u.shape[0], n, u.shape[2]), u.dtype)
   hs = jnp.zeros((n if keep else 0, *h_MSE.shape), h_MSE.dtype)
-  return jax.lax.fori_loop(0, n, step, (h_MSE, y_MnE, hs))
+  return jax.lax.fori_loop(0, n, step, (h_MSE, y_MLE, hs))
 
 
 def _block_forward(chunk, h0_MSE, u, dt, A, B, C):
   def body(h_MSE, c):
-    h_next, y_MTE, _ = _steps(h_MSE, c * chunk, chunk, u, dt, A, B, C, keep=False)
-    return h_next, (y_MTE, h_MSE)
+    h_next, y_MLE, _ = _steps(h_MSE, c * chunk, chunk, u, dt, A, B, C, keep=False)
+    return h_next, (y_MLE, h_MSE)
 
-  h_MSE, (y_JMTE, h_JMSE) = jax.lax.scan(body, h0_MSE, jnp.arange(u.shape[1] // chunk))
-  return _join(y_JMTE), h_JMSE, h_MSE
+  h_MSE, (y_JMLE, h_JMSE) = jax.lax.scan(body, h0_MSE, jnp.arange(u.shape[1] // chunk))
+  return _join(y_JMLE), h_JMSE, h_MSE
 
 
 def _block_backward(chunk, h_JMSE, u, dt, A, B, C, gy, gh_MSE):
@@ -87,14 +87,14 @@ def _block_backward(chunk, h_JMSE, u, dt, A, B, C, gy, gh_MSE):
   def body(carry, c):
     gh_MSE, gA = carry
     h0_MSE = h_JMSE[c]
-    _, _, hs_TMSE = _steps(h0_MSE, c * chunk, chunk, u, dt, A, B, C, keep=True)
+    _, _, hs_LMSE = _steps(h0_MSE, c * chunk, chunk, u, dt, A, B, C, keep=True)
 
     def step(j, carry):
       gh_MSE, gA, gu, gdt, gB, gC = carry
       i = chunk - 1 - j
       t = c * chunk + i
       u_ME, dt_ME, B_MS, C_MS, gy_ME = (_at(x, t) for x in (u, dt, B, C, gy))
-      prev_MSE = jnp.where(i > 0, hs_TMSE[jnp.maximum(i - 1, 0)], h0_MSE)
+      prev_MSE = jnp.where(i > 0, hs_LMSE[jnp.maximum(i - 1, 0)], h0_MSE)
       gh_MSE = gh_MSE + gy_ME[:, None] * C_MS[..., None]
       a_MSE = jnp.exp(dt_ME[:, None] * A)
       ga_MSE = gh_MSE * prev_MSE * a_MSE  # d/d(dt A) of exp(dt A) h_{t-1}.
@@ -103,7 +103,7 @@ def _block_backward(chunk, h_JMSE, u, dt, A, B, C, gy, gh_MSE):
       gu = _put(gu, gbu_ME * dt_ME, i)
       gdt = _put(gdt, jnp.sum(ga_MSE * A, 1) + gbu_ME * u_ME, i)
       gB = _put(gB, jnp.sum(gh_MSE * (dt_ME * u_ME)[:, None], -1), i)
-      gC = _put(gC, jnp.sum(gy_ME[:, None] * hs_TMSE[i], -1), i)
+      gC = _put(gC, jnp.sum(gy_ME[:, None] * hs_LMSE[i], -1), i)
       return a_MSE * gh_MSE, gA, gu, gdt, gB, gC
 
     zeros = lambda d: jnp.zeros((rows, chunk, d), u.dtype)

@@ -37,9 +37,9 @@ _MAX_SMEM = 220 * 1024
 _TILE, _ROW, _COL = (plgpu.Layout.WGMMA, plgpu.Layout.WGMMA.reduce(1),
                      plgpu.Layout.WGMMA.reduce(0))
 KINDS = dict(u="BLE", delta="BLE", z="BLE", gy="BLE", gu="BLE", gdelta="BLE", gz="BLE", y="BLE",
-             B="BLS", C="BLS", gB="BnLS", gC="BnLS", hc="BCES", A="ES", D="E", delta_bias="E",
+             B="BLS", C="BLS", gB="BQLS", gC="BQLS", hc="BJES", A="ES", D="E", delta_bias="E",
              h0="BES", ghT="BES", hT="BES", gA="BES", gh0="BES", gD="BE", gbias="BE")
-_STREAMED = ("BLE", "BLS", "BnLS", "BCES")  # Walked along the length; the rest once per program.
+_STREAMED = ("BLE", "BLS", "BQLS", "BJES")  # Walked along the length; the rest once per program.
 
 
 def config(cfg, args, *, block_e=None, num_warps=None, tile=None):
@@ -78,7 +78,7 @@ def forward(cfg, args, save):
   outs = dict(y=args["u"].dtype, hT=F32)
   if save:
     outs["hc"] = F32
-  rows = dict(BLE=cfg.tile, BLS=cfg.tile, BCES=cfg.tile // cfg.chunk)
+  rows = dict(BLE=cfg.tile, BLS=cfg.tile, BJES=cfg.tile // cfg.chunk)
   padded = args["u"].shape[1]
 
   def init(c):
@@ -110,18 +110,18 @@ def backward(cfg, args, hc, gy, ghT):
               gbias=F32, gh0=F32)
   if "z" in args:
     outs["gz"] = args["z"].dtype
-  rows = dict(BLE=cfg.chunk, BLS=cfg.chunk, BnLS=cfg.chunk, BCES=1)
+  rows = dict(BLE=cfg.chunk, BLS=cfg.chunk, BQLS=cfg.chunk, BJES=1)
   padded, state = args["u"].shape[1], args["A"].shape[1]
 
   def init(c):
     zeros_E = _zeros((BLOCK_E,), _ROW)
     return c["ghT"], _zeros(c["A"].shape, _TILE), zeros_E, zeros_E
 
-  def tile_fn(i, src, dst, c, carry, hs_TES):
+  def tile_fn(i, src, dst, c, carry, hs_LES):
     valid = lambda t: _valid(cfg, padded, i * cfg.chunk + t)
 
     def recompute(t, h_ES):
-      hs_TES[t] = h_ES
+      hs_LES[t] = h_ES
       x = ps.row_inputs(_row(src, t), c.get("delta_bias"), cfg.softplus, valid(t),
                         outputs=False)
       return ps.advance(h_ES, c["A"], x)[1]
@@ -130,7 +130,7 @@ def backward(cfg, args, hc, gy, ghT):
     def step(j, carry):
       t = cfg.chunk - 1 - j
       x = ps.row_inputs(_row(src, t), c.get("delta_bias"), cfg.softplus, valid(t))
-      carry, out = ps.bwd_step(plgpu.load(hs_TES.at[t], layout=_TILE), c["A"], x, c.get("D"),
+      carry, out = ps.bwd_step(plgpu.load(hs_LES.at[t], layout=_TILE), c["A"], x, c.get("D"),
                                _row(src, t)("gy"), carry, cfg.softplus, valid(t))
       for name, row in out.items():
         dst[name][t] = row.astype(dst[name].dtype)
@@ -162,8 +162,8 @@ def _row(src, t):
 
 
 def _block(kind, rows, state):
-  return dict(BLE=(rows, BLOCK_E), BLS=(rows, state), BnLS=(rows, state),
-              BCES=(rows, BLOCK_E, state), ES=(BLOCK_E, state), E=(BLOCK_E,),
+  return dict(BLE=(rows, BLOCK_E), BLS=(rows, state), BQLS=(rows, state),
+              BJES=(rows, BLOCK_E, state), ES=(BLOCK_E, state), E=(BLOCK_E,),
               BES=(BLOCK_E, state), BE=(BLOCK_E,))[kind]
 
 
@@ -171,7 +171,7 @@ def _view(ref, kind, b, e, start=0, rows=0):
   """The GMEM window of program (b, e): rows [start, start + rows) of streamed kinds."""
   es, ls = pl.ds(e * BLOCK_E, BLOCK_E), pl.ds(start, rows)
   return dict(BLE=lambda: ref.at[b, ls, es], BLS=lambda: ref.at[b, ls],
-              BnLS=lambda: ref.at[b, e, ls], BCES=lambda: ref.at[b, ls, es],
+              BQLS=lambda: ref.at[b, e, ls], BJES=lambda: ref.at[b, ls, es],
               ES=lambda: ref.at[es], E=lambda: ref.at[es], BES=lambda: ref.at[b, es],
               BE=lambda: ref.at[b, es])[kind]()
 
@@ -184,8 +184,8 @@ def _call(name, cfg, ins, outs, rows, reverse, init, tile_fn, final, scratch=())
   batch, length, width = ins["u"].shape
   state = ins["A"].shape[1]
   n_tiles, n_e = length // rows["BLE"], width // BLOCK_E
-  shape = dict(BLE=(batch, length, width), BnLS=(batch, n_e, length, state),
-               BCES=(batch, length // cfg.chunk, width, state), BES=(batch, width, state),
+  shape = dict(BLE=(batch, length, width), BQLS=(batch, n_e, length, state),
+               BJES=(batch, length // cfg.chunk, width, state), BES=(batch, width, state),
                BE=(batch, width))
   split = lambda names, streamed: [k for k in names if (KINDS[k] in _STREAMED) == streamed]
   src_names, dst_names = split(ins, True), split(outs, True)

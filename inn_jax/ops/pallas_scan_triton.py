@@ -25,7 +25,7 @@ DEFAULT_CHUNK = 16
 _BLOCK_DEFAULTS = ((64, 8), (32, 4))
 _MIN_PROGRAMS = 2048  # About 16 resident programs on each of an H100/H200's 132 SMs.
 KINDS = dict(u="BLE", delta="BLE", z="BLE", gy="BLE", A="ES", D="E", delta_bias="E",
-             h0="BES", ghT="BES", B="BLS", C="BLS", hc="BCES")
+             h0="BES", ghT="BES", B="BLS", C="BLS", hc="BJES")
 
 
 def config(cfg, args, *, block_e=None, num_warps=None, tile=None):
@@ -52,13 +52,13 @@ def config(cfg, args, *, block_e=None, num_warps=None, tile=None):
 def forward(cfg, args, save):
   outs = dict(y=("BLE", args["u"].dtype), hT=("BES", F32))
   if save:
-    outs["hc"] = ("BCES", F32)
+    outs["hc"] = ("BJES", F32)
   return _call(_fwd_kernel, cfg, cfg.fwd_block, args, outs)
 
 
 def backward(cfg, args, hc, gy, ghT):
   outs = dict(gu=("BLE", args["u"].dtype), gdelta=("BLE", args["delta"].dtype),
-              gB=("BnLS", F32), gC=("BnLS", F32), gA=("BES", F32), gD=("BE", F32),
+              gB=("BQLS", F32), gC=("BQLS", F32), gA=("BES", F32), gD=("BE", F32),
               gbias=("BE", F32), gh0=("BES", F32))
   if "z" in args:
     outs["gz"] = ("BLE", args["z"].dtype)
@@ -155,8 +155,8 @@ def _spec(kind, length, block_e, state, n_chunks=0):
       "E": pl.BlockSpec((block_e,), lambda b, e: (e,)),
       "BES": pl.BlockSpec((None, block_e, state), lambda b, e: (b, e, 0)),
       "BE": pl.BlockSpec((None, block_e), lambda b, e: (b, e)),
-      "BnLS": pl.BlockSpec((None, None, length, state), lambda b, e: (b, e, 0, 0)),
-      "BCES": pl.BlockSpec((None, n_chunks, block_e, state), lambda b, e: (b, 0, e, 0)),
+      "BQLS": pl.BlockSpec((None, None, length, state), lambda b, e: (b, e, 0, 0)),
+      "BJES": pl.BlockSpec((None, n_chunks, block_e, state), lambda b, e: (b, 0, e, 0)),
   }[kind]
 
 
@@ -169,8 +169,8 @@ def _call(kernel, cfg, block, ins, outs):
   n_chunks = -(-length // cfg.chunk)
   spec = lambda kind: _spec(kind, length, block_e, state, n_chunks)
   shape = dict(BLE=(batch, length, width), BES=(batch, width, state), BE=(batch, width),
-               BnLS=(batch, width // block_e, length, state),
-               BCES=(batch, n_chunks, width, state))
+               BQLS=(batch, width // block_e, length, state),
+               BJES=(batch, n_chunks, width, state))
   params = None
   if not cfg.interpret:  # Imported here: interpret mode must not need the Triton backend.
     from jax.experimental.pallas import triton as pltriton
