@@ -65,7 +65,8 @@ def test_adamw_first_step_by_hand():
 
 
 def test_decay_mask_excludes_norms_biases_embeddings():
-  model = build_model(testing.tiny_model(paper_model("inn", False)), 9, nnx.Rngs(0))
+  cfg = testing.tiny_model(paper_model("inn", False, neuron_identity="embedding"))
+  model = build_model(cfg, 9, nnx.Rngs(0))
   params = nnx.state(model, nnx.Param)
   flat = {jax.tree_util.keystr(p): bool(m) for p, m in
           jax.tree_util.tree_leaves_with_path(optimizer.decay_mask(params))}
