@@ -109,14 +109,29 @@ def _fitting(config, microbatches, budget):
 def test_automatic_microbatches_take_the_fewest_that_fit(tmp_path):
   config = quick(tmp_path, "auto", steps=1)
   config.data.batch_size = 16  # 4 devices: 1, 2 or 4 micro-batches.
-  need = {k: memory.step_bytes(_fitting(config, k, 0.0)[0]) for k in (1, 2, 4)}
+  r = runner.Run(config)
+  lr, _ = optimizer.schedules(config.optim, config.train.steps)
+  shape = (config.data.batch_size, config.data.seq_len)
+  compiled = {}  # Each K's real train step, compiled once for all the limits below.
+
+  def compile_with(k):
+    if k not in compiled:
+      step = loop.make_train_step(r.graphdef_train, r.rest, r.tx, lr, 1, k)
+      compiled[k] = loop.compile_train_step(step, r.state, shape, r.mesh, r.compiler_options)
+    return compiled[k]
+
+  def fit(limit):
+    return memory.fit(compile_with, shape, r.mesh.shape["data"], 0, limit,
+                      key="train.microbatches", shrink="data.batch_size or data.seq_len")[1]
+
+  need = {k: memory.step_bytes(compile_with(k)) for k in (1, 2, 4)}
   assert need[1] > need[2] > need[4]
-  assert _fitting(config, 0, need[1])[1] == 1
-  assert _fitting(config, 0, need[1] - 1)[1] == 2
-  assert _fitting(config, 0, need[4])[1] == 4
+  assert _fitting(config, 0, need[1])[1] == 1  # The trainer's own entry point.
+  assert fit(need[1] - 1) == 2
+  assert fit(need[4]) == 4
   with pytest.raises(memory.StepMemoryError, match=r"with 4 micro-batch\(es\) of 4 x 16.*lower "
                      r"data.batch_size"):
-    _fitting(config, 0, need[4] - 1)
+    fit(need[4] - 1)
 
 
 def test_a_step_that_does_not_fit_fails_before_running(tmp_path, monkeypatch):
