@@ -19,16 +19,21 @@ Methods, all differentiable and equal up to float32 rounding:
   blocked      chunked_sequential in row blocks with a (rows, S, E) state and a hand-written VJP
                (inn_jax.ops.blocked_scan): the fastest CPU path, ~2.4x chunked_sequential.
   pallas       the fused GPU kernel (inn_jax.ops.pallas_scan).
-  auto         pallas on a GPU the kernel supports, blocked on CPU, chunked elsewhere.
+  auto         pallas on a GPU the kernel supports and where it passes a check against chunked
+               (once per device kind and process; else chunked, with one warning), blocked on
+               CPU, chunked elsewhere.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import math
+import warnings
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from inn_jax import sharding
 from inn_jax.ops import blocked_scan, pallas_scan, scan_args
@@ -57,10 +62,98 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
 
 
 def auto_method() -> str:
-  """The fastest path for the default backend."""
+  """The path method="auto" runs on the default backend: "pallas" where the fused kernel is
+  supported (pallas_scan.is_supported) and passes _pallas_checked, else "chunked" (after one
+  warning); "blocked" on CPU; "chunked" elsewhere. Safe to call while tracing."""
   if pallas_scan.is_supported():
-    return "pallas"
+    return _pallas_checked(jax.devices()[0].device_kind)
   return "blocked" if jax.default_backend() == "cpu" else "chunked"
+
+
+# The check's problem, shaped as the INN uses the scan: leading (batch, neuron) axes with
+# per-neuron A, D, delta_bias, and a length of two 16-step Triton chunks (four 8-step Mosaic
+# ones) plus a remainder. Small: it runs once per process (about 30 s on CPU in interpret mode,
+# the slow test; the tests shrink it).
+_CHECK_LEAD, _CHECK_LENGTH, _CHECK_WIDTH, _CHECK_STATE = (2, 3), 37, 16, 8
+# Both paths compute in float32 from the same inputs and differ only in summation order and in
+# the GPU's exp/log1p ulps; the GPU kernel tests (test_pallas_scan.py) hold at 1e-4 of each
+# output's largest magnitude at far longer lengths. A broken kernel misses by orders more.
+_CHECK_TOL = 1e-4
+_CHECK_NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "h0")
+
+
+@functools.cache
+def _pallas_checked(device_kind: str) -> str:
+  """"pallas" if the Pallas kernel, run through _local as method="pallas" runs it, compiles on
+  this device (kind: the cache key, one check per kind and process) and its y, final state and
+  gradients w.r.t. every input of a scalar loss equal "chunked"'s within _CHECK_TOL; else
+  "chunked", after one warning naming the error. Runs on concrete arrays outside any trace."""
+  args, cotangents = _check_problem()
+  want = _check_run("chunked", args, cotangents)
+  try:
+    got = _check_run("pallas", args, cotangents)
+  except Exception as e:  # Any failure to lower, compile or run: the kernel cannot be trusted.
+    lines = str(e).strip().splitlines()
+    problem = f"failed to compile: {type(e).__name__}" + (f": {lines[0]}" if lines else "")
+  else:
+    problem = _check_mismatch(got, want)
+  if problem is None:
+    return "pallas"
+  warnings.warn(f"selective_scan: method='auto' uses 'chunked' on {device_kind}: the Pallas "
+                f"kernel {problem}", stacklevel=3)
+  return "chunked"
+
+
+def _check_problem():
+  """The check's inputs and loss cotangents (for y and the final state), NumPy float32."""
+  rng = np.random.default_rng(0)
+  lead, n_param = _CHECK_LEAD, _CHECK_LEAD[-1:]
+  seq, state = (*lead, _CHECK_LENGTH), _CHECK_STATE
+  normal = lambda *shape: rng.standard_normal(shape, np.float32)
+  args = dict(
+      u=normal(*seq, _CHECK_WIDTH), delta=rng.uniform(-2.0, 1.0, (*seq, _CHECK_WIDTH)),
+      A=-np.exp(normal(*n_param, _CHECK_WIDTH, state)), B=normal(*seq, state),
+      C=normal(*seq, state), D=normal(*n_param, _CHECK_WIDTH), z=normal(*seq, _CHECK_WIDTH),
+      delta_bias=rng.uniform(0.0, 0.3, (*n_param, _CHECK_WIDTH)),
+      h0=normal(*lead, _CHECK_WIDTH, state))
+  cotangents = (normal(*seq, _CHECK_WIDTH), normal(*lead, _CHECK_WIDTH, state))
+  return ({k: v.astype(np.float32) for k, v in args.items()},
+          tuple(c.astype(np.float32) for c in cotangents))
+
+
+def _check_run(method, args, cotangents):
+  """{y, final state, gradient of every input} of method on the check problem, as NumPy."""
+  def loss(args):
+    rows = {k: args[k] for k in ("u", "delta", "B", "C", "z", "h0")}
+    params = {k: args[k] for k in ("A", "D", "delta_bias")}
+    y, h = _local(rows, params, softplus=True, method=method, chunk_size=16)
+    return jnp.sum(y * cotangents[0]) + jnp.sum(h * cotangents[1]), (y, h)
+
+  (_, (y, h)), grads = _outside_traces(
+      lambda: jax.jit(jax.value_and_grad(loss, has_aux=True))(args))
+  return {"y": y, "final state": h, **{f"gradient of {k}": grads[k] for k in _CHECK_NAMES}}
+
+
+def _outside_traces(fn):
+  """fn() run to concrete NumPy arrays in a fresh thread, even when called while tracing (jit,
+  shard_map, grad) or under jax.set_mesh: JAX keeps the trace and mesh contexts per thread. (With
+  jax.ensure_compile_time_eval instead, the kernel's own tracing would evaluate its index
+  arithmetic eagerly, and pallas_call rejects the captured constants.) Raises what fn raises."""
+  with concurrent.futures.ThreadPoolExecutor(1) as pool:
+    return pool.submit(lambda: jax.tree.map(np.asarray, fn())).result()
+
+
+def _check_mismatch(got, want) -> str | None:
+  """None if every output of got equals want's within _CHECK_TOL (relative, and of the
+  output's largest magnitude); else what differs, for the warning."""
+  for name, w in want.items():
+    g = got[name]
+    error = np.abs(g - w) if g.shape == w.shape else np.full(w.shape, np.inf)
+    bound = _CHECK_TOL * (np.abs(w) + np.abs(w).max())
+    if not np.all(error <= bound):  # NaN fails too, and counts as an infinite error.
+      worst = float(np.where(np.isnan(error), np.inf, error).max())
+      return f"disagrees with chunked: max abs error {worst:.3g} in {name}"
+  return None
 
 
 def _local(rows, params, *, softplus, method, chunk_size):
@@ -155,9 +248,9 @@ def _chunked(u_MLE, dt_MLE, A, B_MLS, C_MLS, h_MES, *, chunk_size, inner):
 
   @jax.checkpoint
   def body(h_MES, xs):
-    y_MTE, h_MES = inner(*xs[:2], A, *xs[2:], h_MES)
-    return h_MES, y_MTE
+    y_MLE, h_MES = inner(*xs[:2], A, *xs[2:], h_MES)
+    return h_MES, y_MLE
 
-  h_MES, y_JMTE = jax.lax.scan(body, h_MES, [split(x) for x in (u_MLE, dt_MLE, B_MLS, C_MLS)])
-  y_MLE = jnp.swapaxes(y_JMTE, 0, 1).reshape(rows, n_chunks * chunk, -1)[:, :length]
+  h_MES, y_JMLE = jax.lax.scan(body, h_MES, [split(x) for x in (u_MLE, dt_MLE, B_MLS, C_MLS)])
+  y_MLE = jnp.swapaxes(y_JMLE, 0, 1).reshape(rows, n_chunks * chunk, -1)[:, :length]
   return y_MLE, h_MES
