@@ -170,7 +170,8 @@ def analyze(model: INN, tokens, vocab=None, *, batch_size: int = 16, seq_len: in
           if not sums["attention"] else
           connectivity.summarize(np.stack(sums["attention"]) / positions, edge_factor=edge_factor))
   return {
-      "tokens_analyzed": int(positions), "windows": len(windows_BL), "seq_len": int(windows_BL.shape[1]),
+      "tokens_analyzed": int(positions), "windows": len(windows_BL),
+      "seq_len": int(windows_BL.shape[1]),
       "connectivity": conn,
       "activations": {
           "definition": f"a = {reduce} over the D features of a neuron's state after each layer; "

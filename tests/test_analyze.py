@@ -60,7 +60,8 @@ def inn(**kw):
 
 
 def test_paper_faithful_model_is_uniform_with_zero_diversity():
-  report = run_analysis(inn(neuron_identity="none", neuron_params="shared"), tokens(), batch_size=4, seq_len=16)
+  copies = inn(neuron_identity="none", neuron_params="shared")
+  report = run_analysis(copies, tokens(), batch_size=4, seq_len=16)
   c = report["connectivity"]
   assert c["uniform"] and c["max_deviation_from_uniform"] == 0.0
   assert all(l["hubs"] == [] and l["specialists"] == [] and l["average_degree"] == 0.0

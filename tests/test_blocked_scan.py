@@ -1,4 +1,5 @@
-"""blocked_scan: ragged row blocks and chunks, forward and hand-written VJP against the reference."""
+"""blocked_scan: ragged row blocks and chunks, forward and the hand-written VJP against the
+reference."""
 
 import jax
 import jax.numpy as jnp
@@ -19,7 +20,8 @@ def test_ragged_blocks_match_reference(batch, length, rows, chunk):
     def f(*a):
       y, h = fn(*a)
       w = jnp.sin(jnp.arange(y.size, dtype=jnp.float32)).reshape(y.shape)
-      return (y * w).sum() + (h * jnp.cos(jnp.arange(h.size, dtype=jnp.float32)).reshape(h.shape)).sum()
+      cos = jnp.cos(jnp.arange(h.size, dtype=jnp.float32)).reshape(h.shape)
+      return (y * w).sum() + (h * cos).sum()
     return f
 
   blocked = lambda *a: blocked_scan.scan(*a, chunk_size=chunk, block_rows=rows)

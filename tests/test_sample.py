@@ -83,7 +83,8 @@ def test_seed_decides_the_sample():
   sampler, prompt_BL = Sampler(tiny("lstm")), prompt()
   a = sampler(prompt_BL, 40, temperature=1.0, seed=0).tokens_BL
   np.testing.assert_array_equal(a, sampler(prompt_BL, 40, temperature=1.0, seed=0).tokens_BL)
-  assert (np.asarray(a) != np.asarray(sampler(prompt_BL, 40, temperature=1.0, seed=1).tokens_BL)).any()
+  other = sampler(prompt_BL, 40, temperature=1.0, seed=1).tokens_BL
+  assert (np.asarray(a) != np.asarray(other)).any()
 
 
 def test_sampler_leaves_the_model_alone():

@@ -144,7 +144,8 @@ def _plain(read: Callable):
     if level == "byte" and cfg.normalize == "none":  # Any file, whatever its encoding.
       text = data
     else:
-      text = _normalize(_decode(data, where, cfg.encoding) if isinstance(data, bytes) else data, cfg)
+      text = data if not isinstance(data, bytes) else _decode(data, where, cfg.encoding)
+      text = _normalize(text, cfg)
     if level == "byte":
       return vocab_lib.ByteVocab(), {"all": vocab_lib.ByteVocab().encode(text)}
     if level == "char":

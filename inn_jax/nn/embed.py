@@ -15,9 +15,10 @@ class Embedder(nnx.Module):
   init="normal" is the paper's code: table ~ N(0, 1) used as is, so a tied head starts with logits
   of standard deviation ~sqrt(D) and an initial loss far above ln V. init="scaled" (our default)
   draws the table ~ N(0, 1/D) and multiplies the lookup by sqrt(D) (as Gemma does): inputs keep
-  unit scale; the untied head (our default) starts near-uniform, so the initial loss is ~ln V. A tied
-  head with a residual stream that carries the input embedding favours predicting the input token.
-  The head bias starts at zero, or (init="normal") U(+-1/sqrt(D)) as the paper's nn.Linear head.
+  unit scale; the untied head (our default) starts near-uniform, so the initial loss is ~ln V.
+  A tied head with a residual stream that carries the input embedding favours predicting the
+  input token. The head bias starts at zero, or (init="normal") U(+-1/sqrt(D)) as the paper's
+  nn.Linear head.
   """
 
   def __init__(self, vocab_size: int, d_model: int, *, init: str = "scaled", tie: bool = True,

@@ -10,9 +10,8 @@ full batch and reduces the 16-wide state axis inside each SIMD vector. Here
         g_h[t] = g_y[t] C[t] + a[t+1] g_h[t+1],   a[t] = exp(dt[t] A),
     from which g_u, g_dt, g_A, g_B, g_C and g_h0 follow in the same loop.
 
-Measured on a 2-core CPU at the paper's Mamba width (128 rows x 128 steps x E 512 x S 16, fwd+bwd):
-2.4x faster than XLA's autodiff of the same chunked loop (`python -m inn_jax.bench` times both
-inside the INN). Inputs are float32 here; `scan.selective_scan` handles dtypes, D, z and softplus.
+Its speed against the other paths inside the INN: `bash benchmarks/cpu_table.sh` (scan_methods/).
+Inputs are float32 here; `scan.selective_scan` handles dtypes, D, z and softplus.
 """
 
 from __future__ import annotations

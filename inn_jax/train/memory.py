@@ -47,7 +47,8 @@ def fit(compile_with, batch_shape, rows: int, microbatches: int, limit: float, *
   """(compiled, k) from `compile_with(k)`: k = `microbatches`, or with 0 the fewest of 1, 2, 4, ...
   (dividing the batch into slices that split evenly over `rows` devices) whose step needs at most
   `fast` bytes (None: fast_bytes of this process's first device; 0: no such target) and,
-  failing that, at most `limit` bytes (0: no limit). Raises StepMemoryError naming config `key` and what to `shrink`."""
+  failing that, at most `limit` bytes (0: no limit). Raises StepMemoryError naming config `key`
+  and what to `shrink`."""
   batch = batch_shape[0]
   ks = [microbatches] if microbatches else [2 ** i for i in range(batch.bit_length())
                                            if batch % (2 ** i * rows) == 0]
