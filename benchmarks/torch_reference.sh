@@ -22,7 +22,7 @@ done
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 ref="${REFERENCE_TORCH_DIR:-$repo/../shared/reference_torch}"
 venv="${TORCHREF_VENV:-/tmp/torchref}"
-out="${out:-$repo/benchmarks/results/torch_ref_${mode}_${batch}x${seq}.json}"
+out="${out:-torch_ref_${mode}_${batch}x${seq}.json}"  # Default: the current directory.
 [[ -f "$ref/bench.py" ]] || { echo "no $ref/bench.py: set REFERENCE_TORCH_DIR" >&2; exit 1; }
 
 if [[ ! -x "$venv/bin/python" ]] || ! "$venv/bin/python" -c "import torch, numpy" 2>/dev/null

@@ -50,7 +50,7 @@ def test_paper_inn_one_batch_step_fits_a_quarter_of_the_reference():
   """The paper's INN (default form, float32) trained on 8 x 256 as ONE batch with remat "rows":
   XLA's memory estimate of the compiled train step is at most 3 GiB, so that with the runtime's
   ~1 GiB the peak stays under a quarter of the paper's PyTorch code's 16.8 GiB peak RSS at the
-  same batch (benchmarks/results/bench_cpu.json measures both in one run). Without remat the
+  same batch (benchmarks/results/cpu/bench_cpu.json measures both in one run). Without remat the
   estimate is about 20.6 GiB; compile only, nothing runs."""
   c = table_config("text8", "inn", PAPER_SIZES, "text8", batch_size=8, seq_len=256)
   c.model.update(dtype="float32", remat="rows")

@@ -33,9 +33,9 @@ def step_bytes(compiled) -> int:
 
 def fast_bytes(device) -> float:
   """The most XLA temporaries a step should need to run at full speed on `device`, 0 if no such
-  bound. CPUs: a step's temporaries are fresh pages every step, and bigger ones run slower
-  (paper INN, 8 x 256 float32: 113, 92 and 81 tokens/s with 2.6, 5.2 and 10.4 GiB, as 8, 4 and
-  2 micro-batches; benchmarks/results/microbatches_cpu.json). Accelerators: none."""
+  bound. CPUs: a step's temporaries are fresh pages every step, and bigger ones run slower (the
+  paper INN's 8 x 256 step as 8, 4 and 2 micro-batches: benchmarks/results/cpu/bench_cpu.md, by
+  benchmarks/cpu_table.sh). Accelerators: none."""
   return CPU_FAST_STEP_BYTES if device.platform == "cpu" else 0.0
 
 
