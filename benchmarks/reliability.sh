@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The reliability, resume and multi-process tests of issues 7 and 12, the slow ones included
-# (SIGKILL at random steps and restart; SIGTERM, then SIGINT, and resume), with each test's
-# outcome and time in benchmarks/results/reliability.json and reliability.md.
+# The reliability, resume, multi-process and scan-fallback tests of issues 7 and 12, the slow ones
+# included (SIGKILL at random steps and restart; SIGTERM, then SIGINT, and resume; auto's Pallas
+# check seeing a broken kernel), with each test's outcome and time in
+# benchmarks/results/reliability.json and reliability.md.
 #
 #   bash benchmarks/reliability.sh                 # about 10 minutes on 2 CPU cores
 #   PYTHON=/path/to/python bash benchmarks/reliability.sh -x    # extra arguments go to pytest
@@ -13,8 +14,9 @@ mkdir -p "$out"
 xml=$(mktemp --suffix=.xml)
 trap 'rm -f "$xml"' EXIT
 
-# The last -m wins over pyproject's "not slow": every test of the three files runs.
+# The last -m wins over pyproject's "not slow": every test of these files runs.
 "$PYTHON" -m pytest tests/test_reliability.py tests/test_train_resume.py tests/test_distributed.py \
+    tests/test_scan_auto.py \
     -m "slow or not slow" \
     -p no:cacheprovider -o junit_logging=system-out --junitxml="$xml" -q "$@"
 status=$?

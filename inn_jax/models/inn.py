@@ -61,19 +61,21 @@ class NeuronLayer(nnx.Module):
 
   def remember(self, h_BNLD, cache=None):
     """The memory sub-layer: (h + Memory(LN(h)), the memory's recurrent cache)."""
-    m_BNLD, cache = self.memory(self.memory_norm(h_BNLD) if self.norm == "pre" else h_BNLD,
-                                cache=cache, return_cache=True)
-    return sharding.population(h_BNLD + m_BNLD), cache
+    with jax.named_scope("memory"):
+      m_BNLD, cache = self.memory(self.memory_norm(h_BNLD) if self.norm == "pre" else h_BNLD,
+                                  cache=cache, return_cache=True)
+      return sharding.population(h_BNLD + m_BNLD), cache
 
   def communicate(self, h_BNLD, dropout_key=None):
     """The communication sub-layer: h + Comm(LN(h)) (Algorithm 1: h + LN(Comm(h)))."""
     if self.comm is None:
       return h_BNLD
-    if self.norm == "pre":
-      a_BNLD = self.comm(self.comm_norm(h_BNLD), dropout_key=dropout_key)
-    else:
-      a_BNLD = self.comm_norm(self.comm(h_BNLD, dropout_key=dropout_key))
-    return sharding.population(h_BNLD + a_BNLD)
+    with jax.named_scope("communication"):
+      if self.norm == "pre":
+        a_BNLD = self.comm(self.comm_norm(h_BNLD), dropout_key=dropout_key)
+      else:
+        a_BNLD = self.comm_norm(self.comm(h_BNLD, dropout_key=dropout_key))
+      return sharding.population(h_BNLD + a_BNLD)
 
   def __call__(self, h_BNLD, cache=None, *, remat: str = "none", remat_rows: int = 1):
     if remat == "none" or cache is not None:
@@ -134,21 +136,28 @@ class INN(nnx.Module):
         layer.comm.record = on
 
   def __call__(self, tokens_BL, *, cache=None, return_cache: bool = False):
-    x_BLD = self.embed.encode(tokens_BL)
-    h_BNLD = jnp.broadcast_to(x_BLD[:, None], (x_BLD.shape[0], self.n_neurons, *x_BLD.shape[1:]))
-    if self.neuron_embed_ND is not None:
-      h_BNLD = h_BNLD + neurons.per_step(self.neuron_embed_ND).astype(h_BNLD.dtype)
-    h_BNLD = sharding.population(h_BNLD)
+    # Named scopes in the paper's words (embed, layer_k/memory, layer_k/communication, head),
+    # so that a profiler trace reads like Algorithm 1.
+    with jax.named_scope("embed"):
+      x_BLD = self.embed.encode(tokens_BL)
+      h_BNLD = jnp.broadcast_to(x_BLD[:, None],
+                                (x_BLD.shape[0], self.n_neurons, *x_BLD.shape[1:]))
+      if self.neuron_embed_ND is not None:
+        h_BNLD = h_BNLD + neurons.per_step(self.neuron_embed_ND).astype(h_BNLD.dtype)
+      h_BNLD = sharding.population(h_BNLD)
     cache = cache if cache is not None else [None] * len(self.layers)
     new_cache = []
     remat = "none" if self.record else self.remat
-    for layer, layer_cache in zip(self.layers, cache):
-      h_BNLD, layer_cache = layer(h_BNLD, layer_cache, remat=remat, remat_rows=self.remat_rows)
+    for k, (layer, layer_cache) in enumerate(zip(self.layers, cache)):
+      with jax.named_scope(f"layer_{k}"):
+        h_BNLD, layer_cache = layer(h_BNLD, layer_cache, remat=remat,
+                                    remat_rows=self.remat_rows)
       new_cache.append(layer_cache)
       if self.record:  # Neuron states per layer, for the activation analyses (A.2, Figure 4).
         self.sow(nnx.Intermediate, "neurons_BNLD", h_BNLD)
-    y_BLD = h_BNLD.mean(axis=1)
-    logits_BLV = self.embed.decode(self.final_norm(y_BLD))
+    with jax.named_scope("head"):
+      y_BLD = h_BNLD.mean(axis=1)
+      logits_BLV = self.embed.decode(self.final_norm(y_BLD))
     return (logits_BLV, new_cache) if return_cache else logits_BLV
 
 
