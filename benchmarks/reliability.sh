@@ -4,7 +4,7 @@
 # check seeing a broken kernel), with each test's outcome and time in
 # benchmarks/results/reliability.json and reliability.md.
 #
-#   bash benchmarks/reliability.sh                 # about 10 minutes on 2 CPU cores
+#   bash benchmarks/reliability.sh                 # about 12 minutes on 2 idle CPU cores
 #   PYTHON=/path/to/python bash benchmarks/reliability.sh -x    # extra arguments go to pytest
 set -uo pipefail
 cd "$(dirname "$0")/.."
