@@ -4,14 +4,26 @@
 #
 #   bash scripts/setup.sh                  # makes .venv, or updates it
 #   bash scripts/setup.sh --fresh DIR      # deletes DIR first and makes it (.ci/run: .venv-ci)
+#   bash scripts/setup.sh --extras [DIR]   # also the pinned extras (requirements-extras.txt):
+#                                          # tfds (TensorFlow Datasets, no TF) and wandb
 #   PYTHON=/path/to/python3.12 bash scripts/setup.sh    # this interpreter
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/find_python.sh
 
 fresh=0
-if [ "${1:-}" = "--fresh" ]; then fresh=1; shift; fi
-venv="${1:-.venv}"
+extras=0
+venv=.venv
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --fresh) fresh=1 ;;
+    --extras) extras=1 ;;
+    -*) echo "setup: unknown option $1; usage: bash scripts/setup.sh [--fresh] [--extras] [DIR]" >&2
+        exit 2 ;;
+    *) venv="$1" ;;
+  esac
+  shift
+done
 
 if ! py="$(find_python)"; then
   echo "setup: no Python >= 3.12 found (tried \$PYTHON, python3.12, python3.13, python3 and" \
@@ -26,8 +38,15 @@ if [ -e "$venv" ] && ! python_ok "$venv/bin/python"; then
 fi
 [ -e "$venv" ] || "$py" -m venv "$venv"
 "$venv/bin/python" -m pip install --quiet --upgrade pip
-"$venv/bin/python" -m pip install --quiet -r requirements.txt
+reqs=(-r requirements.txt)
+# In one install with the base pins, so that an extra cannot move them.
+if [ "$extras" = 1 ]; then reqs+=(-r requirements-extras.txt); fi
+"$venv/bin/python" -m pip install --quiet "${reqs[@]}"
 "$venv/bin/python" -m pip install --quiet --no-deps -e .
 "$venv/bin/python" -c 'import jax, flax; print("setup: jax", jax.__version__, "flax",
                        flax.__version__, jax.devices())'
+if [ "$extras" = 1 ]; then
+  "$venv/bin/python" -c 'import array_record, tensorflow_datasets as tfds, wandb
+print("setup: extras tensorflow_datasets", tfds.__version__, "wandb", wandb.__version__)'
+fi
 echo "setup: done; activate it with: . $venv/bin/activate"

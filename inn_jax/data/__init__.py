@@ -8,7 +8,8 @@
 
 Modules: config (keys and defaults), download (cache, atomic checked downloads), sources (local
 paths, archives), corpora (registry, load_corpus), vocab, text (normalisation, the offline pydoc
-corpus), batching, testing (a local HTTP server for tests).
+corpus), batching, testing (a local HTTP server for tests); tfds_builders (the optional tfds extra:
+TFDS datasets of the corpora, read with data.source='tfds'; not imported here).
 """
 
 from inn_jax.data.batching import EvalBatches, TrainStream, eval_batches, validate

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
 
 import ml_collections
@@ -10,6 +11,8 @@ from ml_collections import config_dict
 LEVELS = ("char", "byte", "word")
 NORMALIZE = ("none", "text8")
 STREAMS = ("contiguous", "random")
+SOURCES = ("native", "tfds")
+TFDS_INSTALL = 'pip install -e ".[tfds]"'
 
 
 def default_data_config() -> ml_collections.ConfigDict:
@@ -32,6 +35,10 @@ def default_data_config() -> ml_collections.ConfigDict:
   c.stream = "contiguous"  # contiguous (B streams walked in order) | random (random windows).
   c.seed = 0
   c.eval_batch_size = 32
+  # native: the loader above. tfds: a dataset prepared by inn_jax/data/tfds_builders.py (the same
+  # ids), read through TFDS from tfds_data_dir, e.g. a lab's shared one.
+  c.source = "native"
+  c.tfds_data_dir = config_dict.placeholder(str)  # None: $TFDS_DATA_DIR or ~/tensorflow_datasets.
   return c
 
 
@@ -56,7 +63,8 @@ def resolve(cfg, names=None) -> ml_collections.ConfigDict:
     full[key] = tuple(value) if key == "split" else value  # A list from the command line.
   if names is not None and full.name not in names:
     raise ValueError(f"data.name={full.name!r} is not a dataset; choose one of {sorted(names)}.")
-  for key, choices in (("level", LEVELS), ("normalize", NORMALIZE), ("stream", STREAMS)):
+  for key, choices in (("level", LEVELS), ("normalize", NORMALIZE), ("stream", STREAMS),
+                       ("source", SOURCES)):
     if full[key] is not None and full[key] not in choices:
       raise ValueError(f"data.{key}={full[key]!r} is not one of {choices}.")
   for key in ("batch_size", "seq_len", "eval_batch_size"):
@@ -65,6 +73,16 @@ def resolve(cfg, names=None) -> ml_collections.ConfigDict:
     _positive_int(full, "max_chars")
   if full.size is not None and full.size < 0:
     raise ValueError(f"data.size must be a byte count, or 0 to skip the check; got {full.size}.")
+  if full.source != "tfds" and full.tfds_data_dir is not None:
+    raise ValueError(f"data.tfds_data_dir={full.tfds_data_dir!r} applies only with "
+                     f"data.source='tfds'; unset it, or set data.source='tfds'.")
+  if full.source == "tfds":
+    missing = [m for m in ("tensorflow_datasets", "array_record")
+               if importlib.util.find_spec(m) is None]
+    if missing:
+      raise ValueError(f"data.source='tfds' needs the tfds extra (not installed: "
+                       f"{', '.join(missing)}): {TFDS_INSTALL} (pinned: pip install -r "
+                       f"requirements-extras.txt), or set data.source='native'.")
   split = tuple(full.split)
   if (len(split) != 3 or not all(isinstance(f, (int, float)) and f > 0 for f in split)
       or not math.isclose(sum(split), 1.0, abs_tol=1e-9)):

@@ -14,6 +14,9 @@
 enwik8 the 256 byte values; ptb_word the training words by frequency (with <eos> per line); ptb_char
 and wikitext2_char the training characters plus one unknown id for characters seen only in valid or
 test; the others every character of the text; data.normalize='text8' gives text8's 27 symbols.
+
+data.source='tfds' reads the first five from a TFDS dataset that inn_jax/data/tfds_builders.py
+prepared with this loader (the same ids), in data.tfds_data_dir.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from inn_jax.data import download, sources, text as text_lib, vocab as vocab_lib
 from inn_jax.data.sources import Member, Resource
 
 SPLITS = ("train", "valid", "test")
+TFDS_DATASETS = ("text8", "enwik8", "ptb_word", "ptb_char", "wikitext2_char")  # tfds_builders.py
 _THREE = tuple(Member(s, 0, None) for s in SPLITS)
 _NOT_TEXT8 = ("text8 holds only a-z and space, so this is not text8: delete it to download again, "
               "or load other text with data.name='text_file' and data.normalize='text8'.")
@@ -219,12 +223,27 @@ def _cached_tokens(spec: Spec, files, cfg, name: str):
   return vocab, np.load(path, mmap_mode="r", allow_pickle=False), path
 
 
+def _from_tfds(cfg):
+  """tfds_builders.read(cfg), after the checks that the data.source='tfds' path applies."""
+  if cfg.name not in TFDS_DATASETS:
+    raise ValueError(f"data.name={cfg.name!r} has no TFDS builder, so data.source='tfds' does not "
+                     f"apply to it; set data.source='native' (TFDS datasets: {TFDS_DATASETS}).")
+  given = [k for k in ("path", "url", "sha256", "size") if cfg[k] is not None]
+  if given:
+    raise ValueError(f"data.{given[0]} does not apply with data.source='tfds', which reads the "
+                     f"prepared dataset in data.tfds_data_dir; unset it (it is an option of "
+                     f"preparing: python -m inn_jax.data.tfds_builders --help).")
+  from inn_jax.data import tfds_builders  # The optional extra: imported only when asked for.
+  return tfds_builders.read(cfg)
+
+
 def load_corpus(cfg) -> Corpus:
   """Loads, checks and splits dataset ``cfg.name`` (``cfg``: config.data; default_data_config()).
 
   Raises FileNotFoundError (missing file, no network: the message says where to put the file) or
   ValueError (bad config, checksum, truncated or corrupt archive, empty file, characters outside the
-  vocabulary) before any model work; nothing partial is left in the cache.
+  vocabulary) before any model work; nothing partial is left in the cache. data.source='tfds'
+  reads the same ids from a prepared TFDS dataset instead (inn_jax/data/tfds_builders.py).
   """
   cfg = config_lib.resolve(cfg, CORPORA)
   spec = CORPORA[cfg.name]
@@ -241,13 +260,16 @@ def load_corpus(cfg) -> Corpus:
   if not spec.resources and (ignored or (cfg.path is not None and not spec.needs_path)):
     raise ValueError(f"data.name={cfg.name!r} downloads nothing, so data."
                      f"{(ignored or ['path'])[0]} does not apply to it; unset it.")
-  files = sources.Files(cfg.name, spec.resources, spec.members, cfg) if spec.members else None
-  tokens_cache = None
-  if spec.fixed_vocab is not None:
-    vocab, ids, tokens_cache = _cached_tokens(spec, files, cfg, cfg.name)
-    parts = {"all": ids}
+  files, tokens_cache = None, None
+  if cfg.source == "tfds":
+    vocab, parts, source, sha256 = _from_tfds(cfg)
   else:
-    vocab, parts = spec.build(files, cfg)
+    files = sources.Files(cfg.name, spec.resources, spec.members, cfg) if spec.members else None
+    if spec.fixed_vocab is not None:
+      vocab, ids, tokens_cache = _cached_tokens(spec, files, cfg, cfg.name)
+      parts = {"all": ids}
+    else:
+      vocab, parts = spec.build(files, cfg)
   if "all" in parts:
     slices = split_fractions(len(parts["all"]), cfg.split)
     parts = {s: parts["all"][sl] for s, sl in zip(SPLITS, slices)}
@@ -255,7 +277,7 @@ def load_corpus(cfg) -> Corpus:
     parts["train"] = parts["train"][:cfg.max_chars]
   if files is not None:
     sha256, source = files.checksums(), files.source
-  else:
+  elif cfg.source != "tfds":
     sha256 = {"pydoc": hashlib.sha256(text_lib.pydoc_text().encode()).hexdigest()}
     source = [text_lib.pydoc_source()]
   level = spec.level or cfg.level or "char"
