@@ -8,6 +8,7 @@ import pytest
 
 from inn_jax.ops import blocked_scan, selective_scan
 from tests.test_scan import make_inputs, numpy_scan
+from tests.trees import assert_trees_close
 
 
 @pytest.mark.parametrize("batch,length,rows,chunk", [(5, 7, 2, 3), (3, 8, 4, 8), (4, 1, 3, 5)])
@@ -29,14 +30,14 @@ def test_ragged_blocks_match_reference(batch, length, rows, chunk):
                                                    method="sequential")
   y, h = blocked(*args)
   y_np, h_np = numpy_scan(inp["u"], dt, inp["A"], inp["B"], inp["C"], h0=inp["h0"])
-  np.testing.assert_allclose(y, y_np, rtol=1e-5, atol=1e-5 * np.abs(y_np).max())
-  np.testing.assert_allclose(h, h_np, rtol=1e-5, atol=1e-5 * np.abs(h_np).max())
-  g = jax.grad(loss(blocked), argnums=tuple(range(6)))(*args)
-  g_ref = jax.grad(loss(ref), argnums=tuple(range(6)))(*args)
-  for name, a, b in zip(("u", "dt", "A", "B", "C", "h0"), g, g_ref):
-    scale = np.abs(b).max()
-    assert scale > 0, name
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * scale, err_msg=name)
+  # float32 against float64 over <= 8 steps of O(1) values (test_scan's forward tolerance).
+  assert_trees_close((y, h), (y_np, h_np), rtol=1e-5, scaled_atol=1e-5)
+  names = ("u", "dt", "A", "B", "C", "h0")
+  g = dict(zip(names, jax.grad(loss(blocked), argnums=tuple(range(6)))(*args)))
+  g_ref = dict(zip(names, jax.grad(loss(ref), argnums=tuple(range(6)))(*args)))
+  # The hand-written VJP sums the same float32 terms as autodiff of the sequential scan, in
+  # another order (test_scan's gradient tolerance).
+  assert_trees_close(g, g_ref, rtol=1e-4, scaled_atol=1e-5)
 
 
 def test_jit_and_vmap_compose():

@@ -1,5 +1,6 @@
 """LSTM baseline: nn.LSTM's parameters, a NumPy forward, causality, caching and dropout."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -69,8 +70,7 @@ def test_layer_matches_numpy():
                                                   jnp.asarray(c0, jnp.float32)))
   y_ref, h_ref, c_ref = numpy_layer(layer, x, h0, c0)
   # float32 rounding of O(1) gate pre-activations summed over 13 products: ~1e-6; 1e-5 has margin.
-  for got, want in ((y, y_ref), (h, h_ref), (c, c_ref)):
-    np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+  chex.assert_trees_all_close((y, h, c), (y_ref, h_ref, c_ref), atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("d_embed", [None, 6])

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from inn_jax.ops import pallas_scan, scan
+from tests.trees import assert_trees_close
 
 F32, BF16 = jnp.float32, jnp.bfloat16
 NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "h0")
@@ -57,6 +58,11 @@ def _close(got, want, tol, what):
   np.testing.assert_allclose(got, want, rtol=tol, atol=tol * scale, err_msg=what)
 
 
+def _trees_close(got, want, tol):
+  """_close on every leaf of two trees of the same structure, in one chex comparison."""
+  assert_trees_close(got, want, rtol=tol, scaled_atol=tol, floor=1e-6)
+
+
 CASES = [  # (dtype, batch, length, width, state, softplus, optional inputs, chunk)
     (F32, 2, 13, 6, 3, True, NAMES, 4),            # everything, a tail chunk, padded state
     (F32, 2, 37, 40, 16, False, ("u", "delta", "A", "B", "C"), 8),
@@ -85,11 +91,10 @@ def check_against_sequential(kernel, args, dtype, softplus):
   (y_ref, h_ref), grads_ref = _vjp(scan.selective_scan, args, key, method="sequential", **kw)
   tol = F32_TOL if dtype == F32 else BF16_TOL
   assert y.dtype == dtype and h.dtype == F32 and h.shape == h_ref.shape
-  _close(y, y_ref, tol, "y")
-  _close(h, h_ref, tol, "final state")
   for name in args:
     assert grads[name].dtype == args[name].dtype, name
-    _close(grads[name], grads_ref[name], tol, f"grad of {name}")
+  _trees_close(dict(y=y, final_state=h, grads=grads),
+               dict(y=y_ref, final_state=h_ref, grads=grads_ref), tol)
 
 
 def test_dispatch_through_scan_with_default_chunk():
@@ -120,8 +125,7 @@ def check_vmap_against_sequential(kernel):
 
   got = loss(kernel)(*[batched[n] for n in names])
   want = loss(scan.selective_scan, method="sequential")(*[batched[n] for n in names])
-  for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
-    _close(g, w, F32_TOL, "vmapped value or grad")
+  _trees_close(got, want, F32_TOL)  # (values, grads), as F32_TOL says.
 
 
 def test_population_with_per_neuron_parameters():
@@ -237,8 +241,7 @@ def _gpu_case(dtype, backend):
   got = _vjp(pallas_scan.selective_scan, args, key, delta_softplus=True, backend=backend)
   want = _vjp(scan.selective_scan, args, key, method="sequential", delta_softplus=True)
   tol = F32_TOL * 10 if dtype == F32 else BF16_TOL  # GPU exp/log1p differ from XLA's by ulps.
-  for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
-    _close(g, w, tol, f"{backend}, {dtype.__name__} on GPU")
+  _trees_close(got, want, tol)  # ((y, final state), grads) of the kernel against sequential.
 
 
 @pytest.mark.gpu

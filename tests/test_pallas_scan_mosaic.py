@@ -9,8 +9,8 @@ import pytest
 from jax.experimental.pallas import mosaic_gpu as plgpu
 
 from inn_jax.ops import pallas_scan, scan
-from tests.test_pallas_scan import (F32_TOL, NAMES, _close, _gpu_case, _inputs, _lower_for_cuda,
-                                    _vjp, check_against_sequential,
+from tests.test_pallas_scan import (F32_TOL, NAMES, _gpu_case, _inputs, _lower_for_cuda,
+                                    _trees_close, _vjp, check_against_sequential,
                                     check_population_against_sequential,
                                     check_vmap_against_sequential)
 
@@ -50,8 +50,7 @@ def test_no_races_between_copies_and_compute():
     (y, h), grads = _vjp(_mosaic(chunk=2, tile=4), args, jax.random.key(6), delta_softplus=True)
   (y_ref, _), grads_ref = _vjp(scan.selective_scan, args, jax.random.key(6), method="sequential",
                                delta_softplus=True)
-  _close(y, y_ref, F32_TOL, "y")
-  _close(grads["B"], grads_ref["B"], F32_TOL, "grad of B")
+  _trees_close((y, grads["B"]), (y_ref, grads_ref["B"]), F32_TOL)  # y and the grad of B.
 
 
 def test_vmap_over_leading_axis():

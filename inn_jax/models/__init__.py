@@ -1,4 +1,6 @@
-"""Whole language models, each tokens_BL -> logits_BLV, built from a config by `build_model`."""
+"""Whole language models, each tokens_BL -> logits_BLV, built from a config by `build_model`.
+
+Every model's __call__ checks tokens_BL and cache first (call_args), at trace time under jit."""
 
 from __future__ import annotations
 

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from inn_jax import sharding
+from inn_jax.models import call_args
 from inn_jax.nn import NEURON_PARAMS, Communication, Embedder, LayerNorm, MambaBlock, neurons
 
 NEURON_IDENTITIES = ("embedding", "norm", "none")
@@ -136,6 +137,12 @@ class INN(nnx.Module):
         layer.comm.record = on
 
   def __call__(self, tokens_BL, *, cache=None, return_cache: bool = False):
+    """logits_BLV, or (logits_BLV, cache) with return_cache; `cache` (init_cache(batch), or
+    one a call returned) continues an earlier call. Arguments: inn_jax.models.call_args."""
+    call_args.check_tokens("INN", tokens_BL)
+    if cache is not None:
+      call_args.check_cache("INN", cache, lambda: self.init_cache(tokens_BL.shape[0]),
+                            tokens_BL.shape[0])
     # Named scopes in the paper's words (embed, layer_k/memory, layer_k/communication, head),
     # so that a profiler trace reads like Algorithm 1.
     with jax.named_scope("embed"):

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from inn_jax.models import call_args
 from inn_jax.nn import Embedder
 
 
@@ -92,6 +93,12 @@ class LSTM(nnx.Module):
     return [layer.init_cache(batch_size) for layer in self.layers]
 
   def __call__(self, tokens_BL, *, cache=None, return_cache: bool = False):
+    """logits_BLV, or (logits_BLV, cache) with return_cache; `cache` (init_cache(batch), or
+    one a call returned) continues an earlier call. Arguments: inn_jax.models.call_args."""
+    call_args.check_tokens("LSTM", tokens_BL)
+    if cache is not None:
+      call_args.check_cache("LSTM", cache, lambda: self.init_cache(tokens_BL.shape[0]),
+                            tokens_BL.shape[0])
     x_BLD = self.embed.encode(tokens_BL)
     cache = cache if cache is not None else self.init_cache(tokens_BL.shape[0])
     new_cache = []

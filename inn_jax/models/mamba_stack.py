@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 from flax import nnx
 
+from inn_jax.models import call_args
 from inn_jax.nn import Embedder, LayerNorm, MambaBlock
 
 
@@ -29,6 +30,12 @@ class MambaStack(nnx.Module):
     return [layer.init_cache(batch_size) for layer in self.layers]
 
   def __call__(self, tokens_BL, *, cache=None, return_cache: bool = False):
+    """logits_BLV, or (logits_BLV, cache) with return_cache; `cache` (init_cache(batch), or
+    one a call returned) continues an earlier call. Arguments: inn_jax.models.call_args."""
+    call_args.check_tokens("MambaStack", tokens_BL)
+    if cache is not None:
+      call_args.check_cache("MambaStack", cache, lambda: self.init_cache(tokens_BL.shape[0]),
+                            tokens_BL.shape[0])
     x_BLD = self.embed.encode(tokens_BL)
     cache = cache if cache is not None else [None] * len(self.layers)
     new_cache = []

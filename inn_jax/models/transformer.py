@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from inn_jax.models import call_args
 from inn_jax.nn import Embedder, LayerNorm
 
 ACTIVATIONS = {"gelu": lambda x: jax.nn.gelu(x, approximate=False), "relu": jax.nn.relu}
@@ -43,6 +44,14 @@ def sinusoid(positions_L, d_model: int):
   freqs_d = jnp.exp(jnp.arange(0, d_model, 2, dtype=jnp.float32) * (-math.log(1e4) / d_model))
   angles_Ld = positions_L.astype(jnp.float32)[:, None] * freqs_d
   return jnp.stack([jnp.sin(angles_Ld), jnp.cos(angles_Ld)], axis=-1).reshape(-1, d_model)
+
+
+def _positions(cache, default: int) -> int:
+  """The positions P a cache holds (its first layer's keys), or `default` where it has none."""
+  try:
+    return int(cache.k_BPHK[0].shape[1])
+  except (AttributeError, IndexError, TypeError):
+    return default
 
 
 class Attention(nnx.Module):
@@ -127,7 +136,14 @@ class Transformer(nnx.Module):
     return KVCache(zeros(), zeros(), jnp.zeros((), jnp.int32))
 
   def __call__(self, tokens_BL, *, cache: KVCache | None = None, return_cache: bool = False):
+    """logits_BLV, or (logits_BLV, cache) with return_cache; `cache` (init_cache(batch), or
+    one a call returned) continues at its position counter. Arguments:
+    inn_jax.models.call_args (a cache of any number of positions P)."""
+    call_args.check_tokens("Transformer", tokens_BL)
     batch, length = tokens_BL.shape
+    if cache is not None:
+      call_args.check_cache("Transformer", cache,
+                            lambda: self.init_cache(batch, _positions(cache, self.max_len)), batch)
     if cache is None and return_cache:
       cache = self.init_cache(batch)
     limit = self.max_len if cache is None else cache.k_BPHK[0].shape[1]

@@ -5,15 +5,19 @@
 
 `lead` is one or more leading axes (batch, or batch x neurons); the parameters' leading axes P
 are empty (shared by every row) or the last len(P) axes of `lead` (for example one A per neuron:
-lead (B, N), P (N,)). Checks run in plain Python, so bad input fails before any tracing.
+lead (B, N), P (N,)). Checks run in plain Python on static shapes and dtypes, so bad input
+fails with the argument's name before any tracing (under jit they run once, at trace time, and
+add nothing to the compiled computation).
 """
 
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 
 ROWS = ("u", "delta", "B", "C", "z", "h0")  # Arguments with the `lead` axes.
 PARAMS = ("A", "D", "delta_bias")           # Arguments with the P axes.
+_REQUIRED = ("u", "delta", "A", "B", "C")
 
 
 def check(u, delta, A, B, C, D, z, delta_bias, h0, *, methods, method, chunk_size):
@@ -21,9 +25,18 @@ def check(u, delta, A, B, C, D, z, delta_bias, h0, *, methods, method, chunk_siz
     raise ValueError(f"selective_scan: method={method!r} is not one of {methods}.")
   if not (isinstance(chunk_size, int) and chunk_size > 0):
     raise ValueError(f"selective_scan: chunk_size must be a positive int, got {chunk_size!r}.")
-  if u.ndim < 3:
+  given = dict(u=u, delta=delta, A=A, B=B, C=C, D=D, z=z, delta_bias=delta_bias, h0=h0)
+  for name, x in given.items():
+    if x is None:
+      if name in _REQUIRED:
+        raise TypeError(f"selective_scan: {name} is required, got None.")
+    elif not (hasattr(x, "shape") and hasattr(x, "dtype")):
+      raise TypeError(f"selective_scan: {name} must be an array, got {type(x).__name__}.")
+    elif not jnp.issubdtype(x.dtype, jnp.floating):  # An integer u would come back truncated.
+      raise TypeError(f"selective_scan: {name} must be floating point, got dtype {x.dtype}.")
+  if u.ndim < 3 or u.shape[-2] < 1:
     raise ValueError(f"selective_scan: u must be (*lead, length, channels) with at least one "
-                     f"leading axis, got shape {tuple(u.shape)}.")
+                     f"leading axis and one step, got shape {tuple(u.shape)}.")
   lead, (length, width) = tuple(u.shape[:-2]), u.shape[-2:]
   p = A.ndim - 2
   if A.ndim < 2 or A.shape[-2] != width or p > len(lead) or (

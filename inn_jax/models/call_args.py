@@ -1,0 +1,60 @@
+"""The models' call contract, checked at the top of every model's __call__.
+
+    tokens_BL  (batch, length) integer token ids, batch and length >= 1
+    cache      None, or what the model's init_cache(batch) returns for tokens_BL's batch: the same
+               structure (one entry per layer, the same named fields) and the same shapes
+
+Checks run in plain Python on static shapes and dtypes, so a wrong argument fails with its name
+before any tracing; under jit they run once, at trace time, and add nothing to the compiled step.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def check_tokens(model: str, tokens_BL) -> None:
+  """Raises unless tokens_BL is a 2-D integer array with at least one row and one step."""
+  if not (hasattr(tokens_BL, "shape") and hasattr(tokens_BL, "dtype")):
+    raise TypeError(f"{model}: tokens_BL must be an integer array (batch, length), got "
+                    f"{type(tokens_BL).__name__}.")
+  shape = tuple(tokens_BL.shape)
+  if len(shape) != 2 or min(shape) < 1:
+    raise ValueError(f"{model}: tokens_BL must be 2-D (batch, length), both >= 1, got shape "
+                     f"{shape}; give one sequence as tokens[None].")
+  if not jnp.issubdtype(tokens_BL.dtype, jnp.integer):
+    raise TypeError(f"{model}: tokens_BL must hold integer token ids, got dtype "
+                    f"{tokens_BL.dtype}.")
+
+
+def check_cache(model: str, cache, init, batch: int) -> None:
+  """Raises unless `cache` has the structure and leaf shapes of init() (the model's init_cache
+  for `batch` rows, evaluated abstractly: nothing is allocated or traced into the caller), and
+  integer leaves where init's are integer (a Transformer's position counter)."""
+  want = jax.tree_util.tree_flatten_with_path(jax.eval_shape(init))[0]
+  got = jax.tree_util.tree_flatten_with_path(cache)[0]
+  want_paths = [jax.tree_util.keystr(p) for p, _ in want]
+  got_paths = [jax.tree_util.keystr(p) for p, _ in got]
+  if got_paths != want_paths:
+    raise ValueError(f"{model}: cache must be structured as init_cache({batch}) returns, "
+                     f"{len(want_paths)} arrays ({', '.join(want_paths[:2])}, ...); got "
+                     f"{len(got_paths)}, {_first_difference(got_paths, want_paths)}. Pass the "
+                     f"cache a call returned, or init_cache(batch).")
+  for (path, w), (_, g) in zip(want, got):
+    name = f"cache{jax.tree_util.keystr(path)}"
+    shape = tuple(np.shape(g))  # Arrays, tracers, ShapeDtypeStructs; a Python int is ().
+    if shape != tuple(w.shape):
+      raise ValueError(f"{model}: {name} must have shape {tuple(w.shape)} for tokens_BL of batch "
+                       f"{batch} (as init_cache({batch})), got {shape}.")
+    dtype = g.dtype if hasattr(g, "dtype") else np.result_type(g)
+    if jnp.issubdtype(w.dtype, jnp.integer) and not jnp.issubdtype(dtype, jnp.integer):
+      raise TypeError(f"{model}: {name} must be integer, got dtype {dtype}.")
+
+
+def _first_difference(got: list[str], want: list[str]) -> str:
+  for g, w in zip(got, want):
+    if g != w:
+      return f"{g} where {w} belongs"
+  return f"without {want[len(got)]}" if len(got) < len(want) else f"with an extra {got[len(want)]}"
