@@ -24,8 +24,9 @@ row. Every row is labelled with its setting and the K it ran, e.g. "K=1, remat r
 Each measurement runs in a fresh `python -m inn_jax.bench --job` subprocess (this interpreter,
 the current directory), so peak RSS (CPU) or the allocator's peak (GPU) is that row's alone.
 FLOPs: XLA's cost_analysis of the compiled step, and an analytic count: 2*M*N*K of every
-dot_general in the forward jaxpr (times the trip count of enclosing scans), times 3 for the train
-step. The matmul peak is the best of `--reps` large square matmuls on the same device.
+dot_general in the forward jaxpr (times the trip count of enclosing scans; inn_jax.train.flops,
+the count the model summary and results.json use), times 3 for the train step. The matmul peak
+is the best of `--reps` large square matmuls on the same device.
 
 With `--torch_ref` (JSON lines of benchmarks/torch_reference.sh), each INN setting is divided by
 the reference measured on the same machine: the peak-memory target (<= 0.25) applies to K=1
@@ -41,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import pathlib
 import platform
@@ -52,6 +52,8 @@ import sys
 import time
 import traceback
 import types
+
+from inn_jax.train.flops import matmul_flops  # One count for bench, summary, results.json.
 
 MODELS = ("inn", "mamba", "lstm", "transformer")
 SIZES = ("paper", "small")
@@ -92,23 +94,6 @@ def _median_step(fn, args, warmup: int, steps: int):
       times.append(time.perf_counter() - start)
     args = (out[0], *args[1:]) if isinstance(out, tuple) else args
   return statistics.median(times), times, out
-
-
-def matmul_flops(jaxpr, mult: int = 1) -> int:
-  """2*M*N*K summed over dot_generals, recursing into sub-jaxprs (scan bodies times `length`)."""
-  total = 0
-  for eqn in jaxpr.eqns:
-    if eqn.primitive.name == "dot_general":
-      (lhs_contract, _), _ = eqn.params["dimension_numbers"]
-      k = math.prod(eqn.invars[0].aval.shape[d] for d in lhs_contract)
-      total += mult * 2 * k * math.prod(eqn.outvars[0].aval.shape)
-    inner = mult * (eqn.params.get("length", 1) if eqn.primitive.name == "scan" else 1)
-    for p in eqn.params.values():
-      for sub in p if isinstance(p, (tuple, list)) else (p,):
-        sub = sub if hasattr(sub, "eqns") else getattr(sub, "jaxpr", None)  # (Closed)Jaxpr
-        if hasattr(sub, "eqns"):
-          total += matmul_flops(sub, inner)
-  return total
 
 
 def _xla_flops(compiled):

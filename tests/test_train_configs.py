@@ -19,13 +19,15 @@ from inn_jax.train import config as config_lib
 from inn_jax.train import loop, mesh as mesh_lib, optimizer, runner, testing
 
 CONFIGS = sorted(pathlib.Path("configs").glob("*.py"))
-TABLE_CONFIGS = ("enwik8", "ptb", "shakespeare", "text8", "wikitext2")
+TABLE_CONFIGS = ("enwik8", "ptb", "shakespeare", "study", "text8", "wikitext2")
+EXTRA_VARIANTS = {"study": ["inn_ssm", "inn_shared"]}  # configs/study.py's memory forms.
 
 
 def all_specs():
   specs = []
   for path in CONFIGS:
     variants = config_lib.variants() if path.stem in TABLE_CONFIGS else [None]
+    variants = variants + EXTRA_VARIANTS.get(path.stem, [])
     specs += [f"{path}:{v}" if v else str(path) for v in variants]
   return specs
 
@@ -48,6 +50,12 @@ def test_every_config_file_is_covered():
     ("configs/ptb.py:lstm", 10_000, 3.6e6), ("configs/ptb.py:transformer", 10_000, 5.7e6),
     ("configs/shakespeare.py:inn", 27, 0.5e6), ("configs/shakespeare.py:mamba", 27, 0.5e6),
     ("configs/shakespeare.py:lstm", 27, 0.5e6), ("configs/shakespeare.py:transformer", 27, 0.5e6),
+    # The study's rows (configs/study.py's docstring states these).
+    ("configs/study.py:inn", 27, 96_539), ("configs/study.py:inn_paper", 27, 94_811),
+    ("configs/study.py:mamba", 27, 92_699), ("configs/study.py:lstm", 27, 95_711),
+    ("configs/study.py:transformer", 27, 101_851), ("configs/study.py:no_comm", 27, 63_003),
+    ("configs/study.py:static_comm", 27, 79_899), ("configs/study.py:inn_ssm", 27, 95_867),
+    ("configs/study.py:inn_shared", 27, 96_539),
 ])
 def test_full_size_parameter_counts(spec, vocab, want):
   got = n_params(config_lib.load(spec).model, vocab)

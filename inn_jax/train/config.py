@@ -56,6 +56,9 @@ def base_config(name: str, model: ml_collections.ConfigDict, dataset: str, **dat
       # Resume even though keys that change the results differ from the saved config; the
       # changes are recorded in the workdir's config_history.jsonl (see inn_jax/train/workdir.py).
       allow_changes=False,
+      # "START:END": a jax.profiler trace of steps START to END - 1 in <workdir>/profile (see
+      # inn_jax/train/profile.py; TensorBoard's profile plugin or XProf); "" for none.
+      profile_steps="",
   ))
   c.eval = ml_collections.ConfigDict(dict(
       splits=("valid", "test"),
@@ -67,7 +70,14 @@ def base_config(name: str, model: ml_collections.ConfigDict, dataset: str, **dat
       enabled=False, coordinator_address="", num_processes=0, process_id=-1,
       local_device_ids="",  # Comma-separated ids, or "" for all; see README (several hosts).
   ))
-  c.log = ml_collections.ConfigDict(dict(tensorboard=True, progress=True))
+  c.log = ml_collections.ConfigDict(dict(
+      tensorboard=True,  # <workdir>/tb: scalars, and the config with the final metrics (HParams).
+      progress=True,
+      # Weights & Biases (pip install -e ".[wandb]"): the same scalars, the config and the final
+      # metrics; WANDB_MODE=offline keeps it on the machine. A resumed run continues the run id
+      # kept in <workdir>/wandb_run.json. Empty entity / name: W&B's default / config.name.
+      wandb=False, wandb_project="inn_jax", wandb_entity="", wandb_name="",
+  ))
   # XLA options for every compiled step, e.g. {"xla_backend_optimization_level": 0}: faster
   # CPU compiles for smoke tests.
   c.compiler_options = ml_collections.ConfigDict()

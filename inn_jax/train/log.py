@@ -1,4 +1,5 @@
-"""Metrics to JSON lines and TensorBoard, and a progress bar; only process 0 writes."""
+"""Metrics to JSON lines, TensorBoard and (optionally) W&B, and a progress bar; only process 0
+writes."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import time
 
 import jax
 import tqdm
+
+from inn_jax.train import tracking
 
 LN2 = math.log(2.0)
 
@@ -45,13 +48,16 @@ class Logger:
 
   A run resumed at `start_step` first drops the rows past it (and its valid rows when
   `revalidate`): metrics.jsonl then holds each step once. TensorBoard hides its later events.
+  `wandb` (process 0: a callable making an inn_jax.train.tracking.WandbRun, called once the
+  workdir exists) gets the same scalars; `final` writes the end-of-run HParams and summary.
   """
 
   def __init__(self, workdir, *, total_steps: int, start_step: int = 0,
-               tensorboard: bool = True, progress: bool = True, revalidate: bool = False):
+               tensorboard: bool = True, progress: bool = True, revalidate: bool = False,
+               wandb=None):
     self.main = jax.process_index() == 0
     self.workdir = pathlib.Path(workdir)
-    self.jsonl = self.tb = self.bar = None
+    self.jsonl = self.tb = self.bar = self.wandb = None
     if not self.main:
       return
     self.workdir.mkdir(parents=True, exist_ok=True)
@@ -64,6 +70,7 @@ class Logger:
     self.bar = tqdm.tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
                          disable=not progress, smoothing=0.1)
     self.start = time.time()
+    self.wandb = wandb() if wandb is not None else None
 
   def write(self, step: int, metrics: dict, split: str = "train"):
     if not self.main:
@@ -75,6 +82,17 @@ class Logger:
     if self.tb is not None:
       for k, v in metrics.items():
         self.tb.add_scalar(f"{split}/{k}", float(v), int(step))
+    if self.wandb is not None:
+      self.wandb.log(step, metrics, split)
+
+  def final(self, step: int, metrics: dict, hparams: dict):
+    """The run's final `metrics` ({tag: number}) with its `hparams` (tracking.hparams): the
+    HParams tab of TensorBoard, the W&B run's summary."""
+    if self.tb is not None:
+      tracking.write_hparams(self.tb, hparams, metrics, step)
+    if self.wandb is not None:
+      self.wandb.update_config(hparams)
+      self.wandb.summary(metrics)
 
   def progress(self, step: int, **postfix):
     if self.bar is not None:
@@ -85,10 +103,14 @@ class Logger:
     if self.main:
       (self.bar.write if self.bar is not None else print)(text)
 
-  def close(self):
+  def close(self, failed: bool = False):
+    """Closes every writer (again: nothing); `failed` marks the W&B run failed."""
     if self.bar is not None:
       self.bar.close()
     if self.tb is not None:
       self.tb.close()
     if self.jsonl is not None:
       self.jsonl.close()
+    if self.wandb is not None:
+      self.wandb.close(failed)
+    self.bar = self.tb = self.jsonl = self.wandb = None

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from inn_jax.train import memory
+from inn_jax.train import memory, profile
 from inn_jax.train import mesh as mesh_lib
 from inn_jax.train.checkpoint import CheckpointSaveError
 
@@ -35,6 +35,11 @@ def make_train_step(graphdef, rest, tx, lr_schedule, dropout_seed: int, microbat
   Dropout draws from fold_in(key(dropout_seed), step) (and the micro-batch index), so a resumed
   run repeats the same masks. `microbatches` > 1 accumulates the gradient over that many slices
   of the batch: the same update for a fraction of the activation memory.
+
+  Named scopes, so that a profile reads like Algorithm 1 and its training: "grads" (forward and
+  backward, the model's own scopes inside: embed, layer_k/memory, layer_k/communication, head,
+  then "loss", the cross-entropy; the backward as transpose(jvp(...))), "optimizer" (the
+  update and its application) and "finite_check" (gradient norm, the non-finite guard).
   """
   key = jax.random.key(dropout_seed)
 
@@ -43,9 +48,14 @@ def make_train_step(graphdef, rest, tx, lr_schedule, dropout_seed: int, microbat
     model = nnx.merge(graphdef, params, jax.tree.map(lambda x: x, rest))
     nnx.reseed(model, dropout=dropout_key)
     logits_BLV = model(x_BL)
-    return optax.softmax_cross_entropy_with_integer_labels(logits_BLV, y_BL).mean()
+    with jax.named_scope("loss"):
+      return optax.softmax_cross_entropy_with_integer_labels(logits_BLV, y_BL).mean()
 
   def loss_and_grads(params, x_BL, y_BL, step_key):
+    with jax.named_scope("grads"):
+      return accumulated_loss_and_grads(params, x_BL, y_BL, step_key)
+
+  def accumulated_loss_and_grads(params, x_BL, y_BL, step_key):
     if microbatches == 1:
       return jax.value_and_grad(loss_fn)(params, x_BL, y_BL, step_key)
     split = lambda a_BL: memory.split_rows(a_BL, microbatches)
@@ -64,14 +74,16 @@ def make_train_step(graphdef, rest, tx, lr_schedule, dropout_seed: int, microbat
   def step(state, x_BL, y_BL):
     loss, grads = loss_and_grads(state["params"], x_BL, y_BL,
                                  jax.random.fold_in(key, state["step"]))
-    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-    new = {"params": optax.apply_updates(state["params"], updates), "opt_state": opt_state,
-           "step": state["step"] + 1}
-    grad_norm = jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads)))
-    # The new state too: an update can overflow with a finite loss and gradient, and the state
-    # a step returns is the one saved.
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & _all_finite(new)
-    new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state)
+    with jax.named_scope("optimizer"):
+      updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+      new = {"params": optax.apply_updates(state["params"], updates), "opt_state": opt_state,
+             "step": state["step"] + 1}
+    with jax.named_scope("finite_check"):
+      grad_norm = jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads)))
+      # The new state too: an update can overflow with a finite loss and gradient, and the
+      # state a step returns is the one saved.
+      finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & _all_finite(new)
+      new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state)
     lr = lr_schedule(state["step"]) if callable(lr_schedule) else jnp.asarray(lr_schedule)
     return new, {"loss": loss, "grad_norm": grad_norm, "lr": lr, "finite": finite}
 
@@ -149,14 +161,16 @@ class Fit:
   validates such a step first (also when the run failed there).
 
   `stop.requested(step)` (inn_jax.train.preemption) ends the loop after that step with a save.
+  `profiler` (inn_jax.train.profile.StepProfiler) traces the steps of train.profile_steps.
   Any exception saves the last good state, if it is not saved yet, and gets a note naming the
   step saved (or why none could be) and `resume` (how to resume); then it propagates.
   """
 
   def __init__(self, state, step_fn, stream, *, mesh, total_steps: int, train_cfg, level: str,
-               logger, checkpoints, validate, meta: dict, stop=None,
+               logger, checkpoints, validate, meta: dict, stop=None, profiler=None,
                resume: str = "to resume, run the same command"):
     self.state, self.step_fn, self.stream, self.mesh = state, step_fn, stream, mesh
+    self.profiler = profiler or profile.StepProfiler("")  # No steps: no trace.
     self.total, self.cfg, self.level, self.logger = total_steps, train_cfg, level, logger
     self.checkpoints, self.validate, self.meta, self.stop = checkpoints, validate, meta, stop
     self.resume = resume
@@ -172,10 +186,12 @@ class Fit:
         self._validate(self.meta["step"])
       self._steps()
     except Exception as e:
+      self.profiler.close()
       note = self._save_after(e)
       if note:
         e.add_note(note)
       raise
+    self.profiler.close()  # A stop inside the window: the trace holds the steps taken.
     return self.state, self.meta
 
   def _steps(self):
@@ -184,8 +200,9 @@ class Fit:
     for s in range(self.meta["step"] + 1, self.end + 1):
       self.doing = f"step {s}"
       x_BL, y_BL = self.stream.batch(s - 1)
-      self.state, metrics = self.step_fn(self.state, mesh_lib.global_batch(x_BL, rows),
-                                         mesh_lib.global_batch(y_BL, rows))
+      x_BL, y_BL = mesh_lib.global_batch(x_BL, rows), mesh_lib.global_batch(y_BL, rows)
+      self.state, metrics = self.profiler.step(
+          s, lambda: self.step_fn(self.state, x_BL, y_BL), pending=self.state)
       self.history.append((s, metrics))
       stop = self.stop.requested(s) if self.stop is not None else None
       # A run that stops here (a signal, train.stop_at) leaves the validation to its resumption.

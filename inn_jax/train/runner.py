@@ -13,7 +13,8 @@ from flax import nnx
 from inn_jax import data
 from inn_jax.models import build_model, count_params
 from inn_jax.ops import scan
-from inn_jax.train import checkpoint, evaluate, loop, memory, optimizer, preemption, validate
+from inn_jax.train import (checkpoint, evaluate, loop, memory, model_summary, optimizer,
+                           preemption, profile, tracking, validate)
 from inn_jax.train import mesh as mesh_lib
 from inn_jax.train import workdir as workdir_lib
 from inn_jax.train.log import Logger, per_token
@@ -74,6 +75,7 @@ class Run:
     model = build_model(config.model, self.corpus.vocab.size,
                         nnx.Rngs(params=config.seed, dropout=config.seed + 1))
     self.n_params = count_params(model)
+    self.model, self._summary = model, None  # The summary's model: see model_summary().
     model.train()
     self.graphdef_train, params, self.rest = nnx.split(model, nnx.Param, ...)
     model.eval()
@@ -92,6 +94,23 @@ class Run:
         self.graphdef_eval, rest_eval, self.mesh, self.compiler_options,
         self.microbatches["eval.microbatches"],
         0.0 if self._saved_k("eval.microbatches") else self.memory_budget())
+
+  def model_summary(self) -> dict:
+    """Parameters per module and FLOPs per token (inn_jax.train.model_summary), computed once,
+    before any step (the model's arrays are the state's until the first step donates it)."""
+    if self._summary is None:
+      self._summary = model_summary.summarize(self.config, self.corpus.vocab.size,
+                                              model=self.model, mesh=self.mesh)
+    return self._summary
+
+  def resolved_now(self) -> dict:
+    """What this run resolved, as HParams keys: micro-batch counts, scan method, sizes."""
+    devices = jax.devices()
+    return {**{f"resolved.{k}": v for k, v in self.microbatches.items()},
+            "resolved.scan_method": scan_method(self.config.model) or "None",
+            "resolved.vocab_size": self.corpus.vocab.size, "resolved.params": self.n_params,
+            "resolved.device_kind": devices[0].device_kind,
+            "resolved.device_count": len(devices)}
 
   def _accept(self, changes: dict):
     """Refuses `changes` to a saved run unless train.allow_changes; eval mode: any change to the
@@ -228,6 +247,7 @@ class Run:
         "dataset": self.config.data.name, "workdir": str(self.checkpoints.workdir),
         "scan_method": scan_method(self.config.model),
         "microbatches": {k.split(".")[0]: v for k, v in self.microbatches.items()},
+        "flops_per_token": self.model_summary()["flops_per_token"],  # Matmuls: train/flops.py.
     }
 
   def write_json(self, name: str, obj: dict):
@@ -258,14 +278,20 @@ def train(config, command: str | None = None) -> dict:
   meta = {"step": 0, "tokens_seen": 0, "train_time": 0.0}
   if restored is not None:
     r.state, meta = restored
+  wandb = (lambda: tracking.WandbRun(c.log, c.workdir, name=c.name, resuming=r.resuming,
+                                     config=tracking.hparams(c, {}))) if c.log.wandb else None
   logger = Logger(c.workdir, total_steps=c.train.steps, start_step=meta["step"],
                   tensorboard=c.log.tensorboard, progress=c.log.progress,
-                  revalidate=loop.validation_pending(meta, c.train, c.train.steps))
+                  revalidate=loop.validation_pending(meta, c.train, c.train.steps), wandb=wandb)
+  failed = True
   try:
     if restored is not None:
       logger.print(f"resumed from step {meta['step']} in {r.checkpoints.workdir}")
     logger.print(f"{c.name}: {c.model.kind}, {r.n_params:,} parameters, {r.corpus.level}-level "
                  f"vocabulary {r.corpus.vocab.size}, mesh {dict(r.mesh.shape)}")
+    summary = r.model_summary()
+    model_summary.write(c.workdir, summary)
+    logger.print(model_summary.markdown(summary))
     t0 = time.time()
     compiled, k = r.compile_train_step()
     split = f", {k} micro-batches of {d.batch_size // k} x {d.seq_len}" if k > 1 else ""
@@ -278,33 +304,47 @@ def train(config, command: str | None = None) -> dict:
     stream = data.TrainStream(r.corpus.train, d.batch_size, d.seq_len, mode=d.stream,
                               seed=d.seed)
     validate_fn = lambda p: r.score(p, "valid", max_windows=c.train.eval_windows)["nats"]
+    profiler = profile.StepProfiler(c.workdir, c.train.profile_steps, total_steps=c.train.steps,
+                                    report=logger.print)
     with preemption.StopRequests() as stop, jax.set_mesh(r.mesh):
       fit = loop.Fit(r.state, compiled, stream, mesh=r.mesh, total_steps=c.train.steps,
                      train_cfg=c.train, level=r.corpus.level, logger=logger,
                      checkpoints=r.checkpoints, validate=validate_fn, meta=meta, stop=stop,
-                     resume=_resume_hint(command))
+                     profiler=profiler, resume=_resume_hint(command))
       r.state, meta = fit.run()
     r.checkpoints.wait()  # Saves already started (all of finite states) complete.
+    if meta["step"] < c.train.steps or fit.stopped_by:
+      failed = False
+      r.checkpoints.close()
+      why = fit.stopped_by or "train.stop_at"
+      logger.close()  # The bar first; every process prints the stop.
+      print(f"stopped at step {meta['step']} ({why}; {c.train.steps} steps in all); run the "
+            "same command to resume.")
+      return {"stopped_at": meta["step"], **({"signal": why} if fit.stopped_by else {})}
+    try:
+      best = r.checkpoints.restore(r.abstract_state(), best=True)
+      params = best[0]["params"] if best is not None else r.state["params"]
+      results = r.results(r.report(params), meta)
+    except Exception as e:
+      e.add_note(f"Step {meta['step']} (the last) is saved in {r.checkpoints.workdir}; "
+                 f"{_resume_hint(command, 'evaluate it')}.")
+      raise
+    r.write_json("results.json", results)
+    logger.final(meta["step"], final_metrics(results), tracking.hparams(c, r.resolved_now()))
+    failed = False
   finally:
-    logger.close()
-  if meta["step"] < c.train.steps or fit.stopped_by:
-    r.checkpoints.close()
-    why = fit.stopped_by or "train.stop_at"
-    print(f"stopped at step {meta['step']} ({why}; {c.train.steps} steps in all); run the same "
-          "command to resume.")
-    return {"stopped_at": meta["step"], **({"signal": why} if fit.stopped_by else {})}
-  try:
-    best = r.checkpoints.restore(r.abstract_state(), best=True)
-    params = best[0]["params"] if best is not None else r.state["params"]
-    results = r.results(r.report(params), meta)
-  except Exception as e:
-    e.add_note(f"Step {meta['step']} (the last) is saved in {r.checkpoints.workdir}; "
-               f"{_resume_hint(command, 'evaluate it')}.")
-    raise
-  r.write_json("results.json", results)
+    logger.close(failed)
   r.checkpoints.close()
   _print_summary(results)
   return results
+
+
+def final_metrics(results: dict) -> dict:
+  """results.json's headline numbers as {"final/<name>": value} (HParams metrics, W&B)."""
+  keys = [k for k in results if k.endswith(("_bpc", "_ppl"))] + ["tokens_per_s", "best_step",
+                                                                   "train_time_s"]
+  return {f"final/{k}": float(results[k]) for k in keys
+          if isinstance(results.get(k), (int, float)) and not isinstance(results[k], bool)}
 
 
 def evaluate_best(config) -> dict:

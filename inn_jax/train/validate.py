@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 from inn_jax import data
 from inn_jax.models import MODELS
 from inn_jax.train import config as config_lib
-from inn_jax.train import evaluate, optimizer
+from inn_jax.train import evaluate, optimizer, profile
 from inn_jax.train.mesh import mesh_shape
 
 _POSITIVE = {
@@ -63,6 +65,22 @@ def check_config(config, n_devices: int):
   bad = set(config.eval.splits) - {"valid", "test"}
   if bad:
     _fail("eval.splits", f"unknown splits {sorted(bad)}; use 'valid' and/or 'test'.")
+  try:
+    profile.parse_steps(config.train.profile_steps, config.train.steps)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+  _check_log(config.log)
+
+
+def _check_log(log):
+  if not log.wandb:
+    return
+  if importlib.util.find_spec("wandb") is None:  # Found, not imported: that is the run's job.
+    _fail("log.wandb", 'true needs the wandb package, which is not installed: pip install -e '
+          '".[wandb]" (or pip install wandb), or set --config.log.wandb=false.')
+  if not str(log.wandb_project).strip():
+    _fail("log.wandb_project", "is empty; name a W&B project, e.g. --config.log.wandb_project="
+          "inn_jax.")
 
 
 def _check_mesh(config, n_devices: int):

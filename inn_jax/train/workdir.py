@@ -27,12 +27,14 @@ from inn_jax.data import vocab as data_vocab
 CONFIG_FILE = "config.json"
 VOCAB_FILE = "vocab.json"
 HISTORY_FILE = "config_history.jsonl"
-# Keys that may differ on resume: where and how the run is driven, logged and kept, and where the
-# data is found (the corpus itself is compared by its sha256). `a.*` is every key of section a.
+# Keys that may differ on resume: where and how the run is driven, logged (TensorBoard, W&B),
+# profiled and kept, and where the data is found (the corpus itself is compared by its sha256).
+# `a.*` is every key of section a.
 # The device count is no key: other meshes agree to float rounding (tests/test_distributed.py).
 NEUTRAL = ("workdir", "mode", "train.stop_at", "train.keep", "train.async_save",
-           "train.allow_changes", "train.log_every", "train.save_every", "log.*", "distributed.*",
-           "data.path", "data.cache_dir", "data.url", "data.sha256", "data.size")
+           "train.allow_changes", "train.log_every", "train.save_every", "train.profile_steps",
+           "log.*", "distributed.*", "data.path", "data.cache_dir", "data.url", "data.sha256",
+           "data.size", "data.source", "data.tfds_data_dir")
 MICROBATCH_KEYS = ("train.microbatches", "eval.microbatches")
 CORPUS_KEY = "corpus_sha256"  # In "resolved", and compared like a key once the data is read.
 _ABSENT = "<absent>"
