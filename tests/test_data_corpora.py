@@ -10,7 +10,6 @@ import hashlib
 import io
 import pathlib
 import socket
-import tarfile
 import zipfile
 
 import numpy as np
@@ -18,6 +17,7 @@ import pytest
 
 from inn_jax import data
 from inn_jax.data import testing
+from inn_jax.data.testing import tgz_bytes
 
 LETTERS = " abcdefghijklmnopqrstuvwxyz"
 FAKE_TEXT8 = "".join(LETTERS[(i * 7 + i // 27) % 27] for i in range(2000))
@@ -35,16 +35,6 @@ def zip_bytes(members, method=zipfile.ZIP_DEFLATED):
   with zipfile.ZipFile(buf, "w", method) as z:
     for name, body in members.items():
       z.writestr(name, body)
-  return buf.getvalue()
-
-
-def tgz_bytes(members):
-  buf = io.BytesIO()
-  with tarfile.open(fileobj=buf, mode="w:gz") as t:
-    for name, body in members.items():
-      info = tarfile.TarInfo(name)
-      info.size = len(body)
-      t.addfile(info, io.BytesIO(body))
   return buf.getvalue()
 
 
