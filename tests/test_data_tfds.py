@@ -7,7 +7,9 @@ import io
 import json
 import pathlib
 import shlex
+import subprocess
 import sys
+import tempfile
 import zipfile
 
 import numpy as np
@@ -28,7 +30,11 @@ VARIANTS = [(name, "none") for name in corpora.TFDS_DATASETS] + [("wikitext2_cha
 
 
 @pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch):
+def _no_proxy(monkeypatch, tmp_path):
+  # TFDS makes an empty tempfile.mkdtemp("tfds") for each builder it first prepares
+  # (DatasetInfo.initialize_from_bucket) and never removes it: keep those under tmp_path.
+  monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+  monkeypatch.setenv("TMPDIR", str(tmp_path))
   for var in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
     monkeypatch.delenv(var, raising=False)
   monkeypatch.setenv("no_proxy", "127.0.0.1")
@@ -117,6 +123,49 @@ def test_text8_ids_and_other_fractions(tmp_path, server, small_records):
                      native(tmp_path, server, "text8", **options))
 
 
+def _manual_text8(folder):
+  """A manual dir holding an extracted text8 unlike the served one (which one was read shows)."""
+  folder.mkdir()
+  text = zipfile.ZipFile(io.BytesIO(FAKE["text8"]["/text8.zip"])).read("text8")
+  (folder / "text8").write_bytes(text[:2000])
+  return folder
+
+
+def test_manual_dir_is_data_path_when_it_holds_the_datasets_file(tmp_path, server, small_records):
+  manual = _manual_text8(tmp_path / "manual")
+  config = tfds.download.DownloadConfig(manual_dir=str(manual))
+  tfds.builder("text8", data_dir=str(tmp_path / "tfds")).download_and_prepare(
+      download_config=config)
+  want = data.load_corpus({"name": "text8", "path": str(manual)})
+  assert len(want.train) == 1800
+  assert_same_corpus(from_tfds(tmp_path, "text8"), want)
+  # A manual dir holding other files is not this dataset's: the download is used.
+  other = tmp_path / "other"
+  other.mkdir()
+  (other / "notes.txt").write_text("another dataset's file")
+  builder = tfds.builder("text8", data_dir=str(tmp_path / "tfds2"), data_config={
+      "cache_dir": str(tmp_path / "cache"), **testing.mirror("text8", FAKE["text8"], server)})
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(other)))
+  assert_same_corpus(from_tfds(tmp_path, "text8", tfds_data_dir=str(tmp_path / "tfds2")),
+                     native(tmp_path, server, "text8"))
+
+
+def test_tfds_build_command(tmp_path):
+  """The README's `tfds build` (TFDS's own command line) on a manual dir, as a user runs it."""
+  _tensorflow("TFDS's command line (tfds build) imports it")
+  for module, package in (("apache_beam", "apache-beam"), ("mlcroissant", "mlcroissant")):
+    pytest.importorskip(module, reason=f"{package} is not installed: TFDS 4.9.10's command line "
+                        f"(tfds build) imports it; pip install {package} to run this test.")
+  manual = _manual_text8(tmp_path / "manual")
+  cmd = [sys.executable, "-m", "tensorflow_datasets.scripts.cli.main", "build", "--imports",
+         "inn_jax.data.tfds_builders", "text8", "--data_dir", str(tmp_path / "tfds"),
+         "--manual_dir", str(manual)]
+  proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert_same_corpus(from_tfds(tmp_path, "text8"),
+                     data.load_corpus({"name": "text8", "path": str(manual)}))
+
+
 def test_not_prepared_names_the_command_that_prepares(tmp_path, server, capsys):
   with pytest.raises(FileNotFoundError) as e:
     from_tfds(tmp_path, "ptb_char")
@@ -193,12 +242,12 @@ def test_trainer_step_on_a_tfds_dataset(tmp_path, server):
   assert all(np.isfinite(r.get("loss", r.get("nats", 0.0))) for r in rows)
 
 
-def _tensorflow():
+def _tensorflow(why="TFDS's catalog builders (tiny_shakespeare) need it"):
   try:
     import tensorflow  # noqa: F401
   except ImportError:
-    pytest.skip("TensorFlow is not installed: TFDS's catalog builders (tiny_shakespeare) need it; "
-                "pip install tensorflow (~2.1 GB) in this environment to run this test.")
+    pytest.skip(f"TensorFlow is not installed: {why}; pip install tensorflow (~2 GB) in this "
+                "environment to run this test.")
 
 
 def test_catalog_tiny_shakespeare_through_tfds(tmp_path):

@@ -1,13 +1,15 @@
 """TensorFlow Datasets builders for the project's corpora (the optional ``tfds`` extra, no TF).
 
     python -m inn_jax.data.tfds_builders text8 --data_dir /shared/tensorflow_datasets  # prepare
+    tfds build --imports inn_jax.data.tfds_builders text8 --data_dir ...  # the same (TF, beam)
     --config.data.source=tfds --config.data.tfds_data_dir=/shared/tensorflow_datasets  # train
 
 Builders (registered in TFDS on import; TFDS's catalog has none of these names): text8, enwik8,
 ptb_word, ptb_char, wikitext2_char (configs 'none' and 'text8', its data.normalize). Each prepares
 through the project's own loader (corpora.load_corpus: the same download, checksums, splits and
 vocabulary), so the ids read back are the native loader's, and writes array_record in order
-(disable_shuffling: TFDS would shuffle the records of a split otherwise).
+(disable_shuffling: TFDS would shuffle the records of a split otherwise). TFDS's manual dir
+(`tfds build --manual_dir DIR`), when it holds one of the dataset's files, is read as data.path.
 
 Layout: split train / validation / test (the project's valid) is its ids in order, CHUNK ids a
 record (the last record shorter), feature ``ids`` a vector of raw bytes of DTYPE. Reading back a
@@ -69,6 +71,9 @@ class _CorpusBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   RELEASE_NOTES = {"1.0.0": "Token ids of inn_jax.data.load_corpus, in order."}
   DTYPE = np.uint8
   HOMEPAGE = ""
+  MANUAL_DOWNLOAD_INSTRUCTIONS = (
+      "Optional: the dataset's file(s) (as downloaded, or the extracted split files) in the "
+      "manual dir are read as data.path is, with the same checks; otherwise they are downloaded.")
 
   def __init__(self, *, data_config=None, **kwargs):
     kwargs.setdefault("file_format", "array_record")  # Random access without TensorFlow.
@@ -90,10 +95,25 @@ class _CorpusBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             shape=(None,), dtype=self.DTYPE, encoding=tfds.features.Encoding.BYTES)}),
         homepage=self.HOMEPAGE, disable_shuffling=True, metadata=tfds.core.MetadataDict())
 
+  def _manual_path(self, dl_manager) -> str | None:
+    """TFDS's manual dir (`tfds build --manual_dir`) if it holds one of this dataset's files."""
+    try:
+      manual = dl_manager.manual_dir
+    except (AssertionError, ValueError):  # No manual dir, or an empty one.
+      return None
+    spec = corpora.CORPORA[self.name]
+    names = {r.filename for r in spec.resources}
+    names |= {n for m in spec.members if m.name for n in (m.name, m.name.split("/")[-1])}
+    return str(manual) if any((manual / n).is_file() for n in names) else None
+
   def _split_generators(self, dl_manager):
-    del dl_manager  # The project's own download and checks (inn_jax/data/download.py).
+    # The project's own download and checks (inn_jax/data/download.py), not dl_manager's: only
+    # its manual dir is used, as data.path, so that `tfds build` can prepare from local files.
+    config = dict(self._data_config)
+    if config.get("path") is None and (manual := self._manual_path(dl_manager)):
+      config["path"] = manual
     normalize = self.builder_config.name if self.builder_config else "none"
-    corpus = corpora.load_corpus({**self._data_config, "name": self.name, "normalize": normalize})
+    corpus = corpora.load_corpus({**config, "name": self.name, "normalize": normalize})
     if corpus.vocab.size - 1 > np.iinfo(self.DTYPE).max:
       raise ValueError(f"{self.name}: a vocabulary of {corpus.vocab.size} symbols does not fit the "
                        f"builder's {np.dtype(self.DTYPE).name} ids; it is not {self.name}.")
