@@ -1,6 +1,7 @@
 """The INN: Algorithm 1, the paper-faithful mode's degeneracy, per-neuron memories, and the
 vmapped communication against a NumPy loop."""
 
+import functools
 import math
 
 import chex
@@ -229,23 +230,31 @@ def test_bad_options(bad, match):
     INN(27, **{**TINY, **bad}, rngs=nnx.Rngs(0))
 
 
-def _train_grads(remat: str, seed: int = 3, dropout: float = 0.3, **kw):
-  """Loss and gradients in training mode through the trainer's merge-in-jit."""
-  model = INN(27, **TINY, attn_dropout=dropout, remat=remat, **kw,
+@functools.cache
+def _compiled_grads(remat: str, dropout: float, kw: tuple):
+  """(f, params, rest) of one model; f(params, rest, seed) traces the dropout seed, so that the
+  seeds of one model share a compilation."""
+  model = INN(27, **TINY, attn_dropout=dropout, remat=remat, **dict(kw),
               rngs=nnx.Rngs(params=0, dropout=1))
   model.train()
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
   x, y = tokens(batch=4, seed=1), tokens(batch=4, seed=2)
 
   @jax.jit
-  def f(params, rest):
+  def f(params, rest, seed):
     def loss(params):
       m = nnx.merge(graphdef, params, jax.tree.map(lambda a: a, rest))
-      nnx.reseed(m, dropout=seed)
+      nnx.reseed(m, dropout=jax.random.key(seed))
       return optax.softmax_cross_entropy_with_integer_labels(m(x), y).mean()
     return jax.value_and_grad(loss)(params)
 
-  return f(params, rest)
+  return f, params, rest
+
+
+def _train_grads(remat: str, seed: int = 3, dropout: float = 0.3, **kw):
+  """Loss and gradients in training mode through the trainer's merge-in-jit."""
+  f, params, rest = _compiled_grads(remat, dropout, tuple(sorted(kw.items())))
+  return f(params, rest, jnp.uint32(seed))
 
 
 def assert_same(a, b):

@@ -231,6 +231,10 @@ def test_c2_match_and_clear_win_with_the_seed_spread():
   assert claims.c2(_report(table2=rows))["verdict"].startswith("holds")
   rows[1] = _row("lstm", [1.60, 1.61])  # 0.105 apart: more than the 0.02 tolerance.
   assert claims.c2(_report(table2=rows))["verdict"].startswith("does not hold")
+  assert "INN - LSTM +0.1050 (tol 0.0200: worse)" in claims.c2(_report(table2=rows))["lines"][2]
+  rows[1] = _row("lstm", [1.80, 1.81])  # The INN beats the LSTM: no worse than it, as claimed.
+  got = claims.c2(_report(table2=rows))
+  assert got["verdict"].startswith("holds") and "-0.0950 (tol 0.0200: beats)" in got["lines"][2]
   rows[1] = _row("lstm", [1.69, 1.71])
   rows[2] = _row("transformer", [1.72, 1.73])  # Within the INN's spread: no clear win.
   assert claims.c2(_report(table2=rows))["verdict"].startswith("does not hold")
