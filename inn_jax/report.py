@@ -381,6 +381,7 @@ def plot(report: dict, out: pathlib.Path):
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+  import matplotlib.ticker  # noqa: F401 (matplotlib.ticker below)
   runs_by_path = {str(r["path"]): r for r in report["_runs"]}
   for study, s in report["studies"].items():
     s["plots"] = []
@@ -400,6 +401,10 @@ def plot(report: dict, out: pathlib.Path):
       ax.set_ylabel("validation BPC (periodic)")
       if x != "wall":
         ax.set_xscale("log")
+        # 1-2-5 ticks as 200k, 1M, 5T: the default minor labels overlap.
+        ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(matplotlib.ticker.EngFormatter(sep=""))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
       ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     fig.suptitle(f"{study}: validation BPC", fontsize=10)
