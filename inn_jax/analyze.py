@@ -23,7 +23,7 @@ import numpy as np
 from flax import nnx
 
 from inn_jax import activations as act
-from inn_jax import connectivity, data
+from inn_jax import connectivity, data, stats
 from inn_jax.models import INN, build_model
 
 
@@ -111,13 +111,17 @@ def _batch_stats(graphdef, state, x_BL, weight_B, reduce: str, code_len: int):
   model = nnx.merge(graphdef, state)
   _, sown = nnx.capture(model, nnx.Intermediate)(x_BL)
   weight_T = jnp.repeat(weight_B, x_BL.shape[1])  # Positions are batch-major: t = b * L + l.
-  att, states = {}, None
+  att, indeg, states = {}, {}, None
   for path, v in nnx.to_flat_state(sown):
     if path[-1] == "attention_THNN":  # Path ("layers", i, "comm", "attention_THNN").
-      att[path[1]] = connectivity.attention_sum(v.get_value()[0], weight_T)
+      w_THNN = v.get_value()[0]
+      att[path[1]] = connectivity.attention_sum(w_THNN, weight_T)
+      # Each position's in-degrees: head-averaged weights summed over receivers, (T, N).
+      indeg[path[1]] = w_THNN.astype(jnp.float32).mean(1).sum(1)
     elif path[-1] == "neurons_BNLD":  # One per layer, in order.
       states = v.get_value()
-  out = {"attention": [att[i] for i in sorted(att)], "moments": [], "diversity": [], "code": []}
+  out = {"attention": [att[i] for i in sorted(att)], "indegree": [indeg[i] for i in sorted(indeg)],
+         "moments": [], "diversity": [], "code": []}
   for h_BNLD in states:
     a_BNL = act.neuron_activation(h_BNLD, reduce)
     out["moments"].append(act.moments(a_BNL, weight_B))
@@ -151,7 +155,7 @@ def analyze(model: INN, tokens, vocab=None, *, batch_size: int = 16, seq_len: in
   model.capture(True)
   graphdef, state = nnx.split(model)
   batch_size = min(batch_size, len(windows_BL))
-  sums, moments, code = None, None, None
+  sums, moments, code, indegree = None, None, None, []
   for i in range(0, len(windows_BL), batch_size):
     x_BL = np.zeros((batch_size, windows_BL.shape[1]), np.int32)
     rows = windows_BL[i:i + batch_size]
@@ -164,12 +168,15 @@ def analyze(model: INN, tokens, vocab=None, *, batch_size: int = 16, seq_len: in
     moments = [act.merge_moments(None if moments is None else moments[k], m)
                for k, m in enumerate(s["moments"])]
     code = np.asarray(s["code"]) if code is None else code
+    # Positions of real rows only (batch-major: a padded row's positions come last).
+    indegree.append([np.asarray(d)[:len(rows) * windows_BL.shape[1]] for d in s["indegree"]])
   positions = windows_BL.size
   text = vocab.decode(windows_BL[0, :code_len]) if vocab is not None else None
   conn = ({"skipped": "this INN has no attention between neurons (communication != attention)"}
           if not sums["attention"] else
           connectivity.summarize(np.stack(sums["attention"]) / positions, edge_factor=edge_factor))
   return {
+      "_indegree_TN": [np.concatenate(per_layer) for per_layer in zip(*indegree)],
       "tokens_analyzed": int(positions), "windows": len(windows_BL),
       "seq_len": int(windows_BL.shape[1]),
       "connectivity": conn,
@@ -184,6 +191,22 @@ def analyze(model: INN, tokens, vocab=None, *, batch_size: int = 16, seq_len: in
           "definition": "sum_n |h_n - mean_n h|^2 / sum_n |h_n|^2 over all positions, per layer",
           "layers": [act.diversity(b, t) for b, t in sums["diversity"]]},
   }
+
+
+def neuron_roles(model: INN, init_model: INN, tokens, *, seq_len: int, max_tokens: int = 65536,
+                 batch_size: int = 16, **options) -> dict:
+  """Hubs and specialists of each layer against two nulls (inn_jax.stats.neuron_roles: the
+  same analysis of `init_model`, the model at initialisation, and of `model` with its neurons
+  shuffled per position), with bootstrap intervals over the analysis windows. `options` go to
+  stats.neuron_roles (hub, specialist, quantile, level, bootstrap, shuffles, seed)."""
+  kw = dict(batch_size=batch_size, seq_len=seq_len, max_tokens=max_tokens)
+  trained = analyze(model, tokens, **kw)
+  init = analyze(init_model, tokens, **kw)
+  if not trained["_indegree_TN"]:
+    return {"skipped": "this INN has no attention between neurons (communication != attention)"}
+  return {"split_positions": trained["tokens_analyzed"], "window": trained["seq_len"],
+          "layers": [stats.neuron_roles(d, d0, trained["seq_len"], **options)
+                     for d, d0 in zip(trained["_indegree_TN"], init["_indegree_TN"])]}
 
 
 def plot(report: dict, out: pathlib.Path) -> dict:
@@ -309,6 +332,15 @@ def main(argv=None) -> dict:
   p.add_argument("--edge_factor", type=float, default=connectivity.EDGE_FACTOR,
                  help="an edge is a weight above edge_factor / N")
   p.add_argument("--checkpoint", choices=("best", "last"), default="best")
+  p.add_argument("--null", action="store_true",
+                 help="also hubs and specialists against two nulls (the model at "
+                      "initialisation; neurons shuffled per position), with bootstrap intervals")
+  p.add_argument("--hub", type=float, default=connectivity.HUB)
+  p.add_argument("--specialist", type=float, default=connectivity.SPECIALIST)
+  p.add_argument("--null_quantile", type=float, default=0.95)
+  p.add_argument("--null_level", type=float, default=0.95, help="bootstrap interval level")
+  p.add_argument("--null_bootstrap", type=int, default=1000)
+  p.add_argument("--null_shuffles", type=int, default=200)
   args = p.parse_args(argv)
   if args.batch_size < 1 or args.max_tokens < 0 or args.seq_len < 0 or args.edge_factor <= 0:
     p.error("--batch_size must be >= 1, --max_tokens and --seq_len >= 0, --edge_factor > 0.")
@@ -317,8 +349,20 @@ def main(argv=None) -> dict:
                    batch_size=args.batch_size, seq_len=args.seq_len or loaded.config.data.seq_len,
                    max_tokens=args.max_tokens, reduce=args.activation,
                    edge_factor=args.edge_factor)
-  report = {"workdir": str(args.workdir), "split": args.split, "step": loaded.meta.get("step"),
-            "checkpoint": args.checkpoint, "model": loaded.config.model.to_dict(), **report}
+  report.pop("_indegree_TN")
+  if args.null:
+    c = loaded.config
+    init_model = build_model(c.model, loaded.vocab.size,
+                             nnx.Rngs(params=c.seed, dropout=c.seed + 1))  # As the run began.
+    report["roles"] = neuron_roles(
+        loaded.model, init_model, getattr(loaded.corpus, args.split),
+        seq_len=args.seq_len or c.data.seq_len, max_tokens=args.max_tokens,
+        batch_size=args.batch_size, hub=args.hub, specialist=args.specialist,
+        quantile=args.null_quantile, level=args.null_level, bootstrap=args.null_bootstrap,
+        shuffles=args.null_shuffles)
+  report = {"workdir": pathlib.Path(args.workdir).name, "split": args.split,
+            "step": loaded.meta.get("step"), "checkpoint": args.checkpoint,
+            "model": loaded.config.model.to_dict(), **report}
   out = pathlib.Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
   report["plots"] = plot(report, out)

@@ -1,7 +1,5 @@
 """Training workdirs -> Markdown tables and PNG plots: `python -m inn_jax.report`.
 
-    python -m inn_jax.report benchmarks/results/study/runs --out benchmarks/results/study \\
-        --results_md RESULTS.md
     python -m inn_jax.report W1 W2 ... --out DIR
 
 Runs and studies. Each path given is a run workdir (it holds config.json), a study folder (its
@@ -34,8 +32,8 @@ train.eval_windows windows) against tokens, training FLOPs and wall time (metric
 learning-rate sweep, the training loss against the step, one panel per swept row.
 
 Writes DIR/report.md, DIR/report.json (every number of the tables, and the per-seed values) and
-DIR/<study>_*.png. With --results_md PATH, also the verdicts on the paper's claims C1-C5
-(inn_jax/claims.py: the rules and the studies they read) with the numbers behind them.
+DIR/<study>_*.png. A pre-registered study and its verdicts on the paper's claims are
+inn_jax/studies.py's (python -m inn_jax.studies).
 """
 
 from __future__ import annotations
@@ -442,20 +440,13 @@ def public(report: dict) -> dict:
   return {k: v for k, v in report.items() if not k.startswith("_")}
 
 
-def write(paths, out, results_md=None, plan=None, paper_commands=None) -> dict:
+def write(paths, out) -> dict:
   out = pathlib.Path(out)
   report = build(paths)
   out.mkdir(parents=True, exist_ok=True)
   plot(report, out)
   (out / "report.md").write_text("# Report\n\n" + markdown(report, out, out) + "\n")
   (out / "report.json").write_text(json.dumps(public(report), indent=1, default=str) + "\n")
-  if results_md:
-    from inn_jax import claims
-    results_md = pathlib.Path(results_md)
-    plan = _json(pathlib.Path(plan)) if plan else None
-    commands = pathlib.Path(paper_commands).read_text() if paper_commands else None
-    results_md.write_text(claims.results_markdown(
-        report, markdown(report, out, results_md.absolute().parent), plan, commands))
   return report
 
 
@@ -463,17 +454,11 @@ def _main(argv):
   p = argparse.ArgumentParser(prog="python -m inn_jax.report", description=__doc__.split("\n")[0])
   p.add_argument("workdirs", nargs="+", help="run workdirs, study folders or a folder of them")
   p.add_argument("--out", required=True, help="folder for report.md, report.json and the PNGs")
-  p.add_argument("--results_md", help="also write the claims' verdicts (RESULTS.md) here")
-  p.add_argument("--plan", help="benchmarks/study.py's plan.json: the estimated times")
-  p.add_argument("--paper_commands", help="a Markdown file of the paper-scale commands")
   args = p.parse_args(argv)
-  for path in (args.plan, args.paper_commands):
-    if path and not pathlib.Path(path).is_file():
-      raise ReportError(f"{path}: no such file (--plan / --paper_commands).")
-  report = write(args.workdirs, args.out, args.results_md, args.plan, args.paper_commands)
+  report = write(args.workdirs, args.out)
   n = sum(len(s["rows"]) for s in report["studies"].values())
   print(f"wrote {pathlib.Path(args.out) / 'report.md'}: {len(report['studies'])} studies, {n} "
-        "rows" + (f"; {args.results_md}" if args.results_md else ""))
+        "rows")
   return report
 
 

@@ -25,6 +25,27 @@ def test_contiguous_stream_matches_python_reference():
   assert (x1[:, 0] == x0[:, -1] + 1).all()  # Row b of step k+1 continues row b of step k.
 
 
+def test_contiguous_stream_seed_shifts_the_order_not_the_layout():
+  """data.seed != 0 starts every stream at another window (the same shift for all rows): the
+  same windows over an epoch, in a rotated order; seed 0 is the classic order above."""
+  tokens = np.arange(403, dtype=np.uint16)
+  classic = data.TrainStream(tokens, batch_size=4, seq_len=5)
+  assert classic.shift == 0
+  epoch = classic.steps_per_epoch  # 100 tokens a stream: 20 windows.
+  orders = {}
+  for seed in (1, 2, 3):
+    stream = data.TrainStream(tokens, 4, 5, seed=seed)
+    s = int(np.random.default_rng(seed).integers(epoch))  # The documented draw.
+    assert stream.shift == s
+    for step in range(2 * epoch):
+      assert stream.batch(step)[0].tolist() == classic.batch((step + s) % epoch)[0].tolist()
+    x0, x1 = stream.batch(0)[0], stream.batch(1)[0]
+    if (s + 1) % epoch:  # Row b of step k+1 continues row b of step k within an epoch.
+      assert (x1[:, 0] == x0[:, -1] + 1).all()
+    orders[seed] = s
+  assert len(set(orders.values())) > 1  # Seeds see the text in different orders.
+
+
 @pytest.mark.parametrize("mode", ["contiguous", "random"])
 def test_restart_at_step_k_gives_identical_batches(tmp_path, mode):
   path = tmp_path / "tokens.bin"

@@ -1,6 +1,6 @@
 """inn_jax.report on tiny runs made here (a Mamba stack and an LSTM, 2 seeds each, and the LSTM
-at another learning rate; one layer each, the fastest to compile), and inn_jax.claims' rules on
-rows built by hand.
+at another learning rate; one layer each, the fastest to compile). The claims' rules are
+tests/test_claims.py's.
 
 The tables are checked against the runs' own files, read here with json alone; the LSTM's
 training FLOPs against a count written out by hand.
@@ -14,7 +14,7 @@ import statistics
 import numpy as np
 import pytest
 
-from inn_jax import claims, report
+from inn_jax import report
 from inn_jax.train import runner, testing
 from tests import train_cli
 
@@ -77,7 +77,7 @@ def _lstm_train_flops_per_token(model, vocab):
 def written(runs, tmp_path_factory):
   root, _ = runs
   out = tmp_path_factory.mktemp("out")
-  rep = report.write([root / "runs"], out, results_md=out / "RESULTS.md")
+  rep = report.write([root / "runs"], out)
   return rep, out
 
 
@@ -185,14 +185,6 @@ def test_plots_are_png(written):
     assert f"]({name})" in (out / "report.md").read_text()
 
 
-def test_results_md_judges_what_it_can(written):
-  _, out = written
-  text = (out / "RESULTS.md").read_text()
-  for claim in claims.CLAIMS:
-    assert f"| {claim} | **{claims.CANNOT}" in text  # No study of the claims' names here.
-  assert "### tiny" in text and "](tiny_valid_bpc.png)" in text
-
-
 def test_bad_input_is_one_line_and_exit_2(runs, tmp_path, capsys):
   root, configs = runs
   err = train_cli.exits_with_one_line(report.main, [str(tmp_path / "nope"), "--out",
@@ -204,75 +196,3 @@ def test_bad_input_is_one_line_and_exit_2(runs, tmp_path, capsys):
   err = train_cli.exits_with_one_line(report.main, [str(half), "--out", str(tmp_path / "o")],
                                       capsys)
   assert "results.json" in err and str(half) in err
-  err = train_cli.exits_with_one_line(report.main, [str(tmp_path), "--out", str(tmp_path / "o"),
-                                                    "--plan", str(tmp_path / "plan.json")],
-                                      capsys)
-  assert "plan.json" in err
-
-
-# ------------------------------------------------------------- the claims' rules, by hand
-
-def _row(variant, values, *, lr=2e-3, diverged=(), **flat):
-  s = {"mean": statistics.mean(values), "min": min(values), "max": max(values),
-       "values": list(values)} if values else None
-  return {"variant": variant, "name": variant, "lr": lr, "params": [100],
-          "diverged": [{"seed": 0, "step": 3}] if diverged else [], "analysis": [],
-          "key": json.dumps({"optim.lr": lr, **{k.replace("__", "."): v for k, v in flat.items()}}),
-          claims.METRIC: s, "train_flops": {"mean": 10.0}, "train_time_s": {"mean": 5.0}}
-
-
-def _report(**studies):
-  return {"studies": {k: {"rows": v} for k, v in studies.items()}}
-
-
-def test_c2_match_and_clear_win_with_the_seed_spread():
-  rows = [_row("inn", [1.70, 1.72]), _row("lstm", [1.69, 1.71]),
-          _row("transformer", [2.05, 2.06])]
-  assert claims.c2(_report(table2=rows))["verdict"].startswith("holds")
-  rows[1] = _row("lstm", [1.60, 1.61])  # 0.105 apart: more than the 0.02 tolerance.
-  assert claims.c2(_report(table2=rows))["verdict"].startswith("does not hold")
-  assert "INN - LSTM +0.1050 (tol 0.0200: worse)" in claims.c2(_report(table2=rows))["lines"][2]
-  rows[1] = _row("lstm", [1.80, 1.81])  # The INN beats the LSTM: no worse than it, as claimed.
-  got = claims.c2(_report(table2=rows))
-  assert got["verdict"].startswith("holds") and "-0.0950 (tol 0.0200: beats)" in got["lines"][2]
-  rows[1] = _row("lstm", [1.69, 1.71])
-  rows[2] = _row("transformer", [1.72, 1.73])  # Within the INN's spread: no clear win.
-  assert claims.c2(_report(table2=rows))["verdict"].startswith("does not hold")
-  assert claims.c2(_report())["verdict"] == claims.CANNOT
-
-
-def test_c3_needs_both_orderings():
-  inn, none = _row("inn", [1.70]), _row("no_comm", [2.00])
-  assert claims.c3(_report(table3=[inn, none, _row("static_comm", [2.08])]))["verdict"] == "holds"
-  got = claims.c3(_report(table3=[inn, none, _row("static_comm", [2.01])]))["verdict"]
-  assert got.startswith("does not hold")
-  assert claims.c3(_report(table3=[inn, none]))["verdict"] == claims.CANNOT
-
-
-def test_c1_mamba_fails_where_the_inn_converges():
-  rows = [_row("inn", [1.8], lr=1e-2), _row("inn", [1.9], lr=3e-2),
-          _row("mamba", [1.85], lr=1e-2), _row("mamba", [], lr=3e-2, diverged=True)]
-  assert claims.c1(_report(c1_lr=rows))["verdict"] == "holds"
-  rows[3] = _row("mamba", [2.2], lr=3e-2)  # Within 0.5 of the best (1.8): converged.
-  assert claims.c1(_report(c1_lr=rows))["verdict"] == "does not hold"
-  rows[3] = _row("mamba", [2.4], lr=3e-2)
-  assert claims.c1(_report(c1_lr=rows))["verdict"] == "holds"
-
-
-def test_c4_and_c5_rules():
-  def analysed(hubs, specialists):
-    row = _row("inn", [1.7])
-    row["analysis"] = [{"seed": s, "uniform": False, "layers": [
-        {"layer": 0, "hubs": h, "specialists": sp, "average_degree": 1.5}]}
-        for s, (h, sp) in enumerate(zip(hubs, specialists))]
-    return row
-
-  assert claims.c4(_report(table2=[analysed([[1], [2]], [[0], [3]])]))["verdict"] == "holds"
-  assert claims.c4(_report(table2=[analysed([[1], []], [[0], [3]])]))["verdict"] == \
-      "does not hold"
-  assert claims.c4(_report(table2=[_row("inn", [1.7])]))["verdict"] == claims.CANNOT
-  many = _row("inn_paper", [1.80, 1.81], model__n_neurons=4)
-  assert claims.c5(_report(c5=[many, _row("inn_paper", [1.80, 1.82], model__n_neurons=1)])
-                   )["verdict"] == "does not hold"
-  assert claims.c5(_report(c5=[many, _row("inn_paper", [1.90, 1.91], model__n_neurons=1)])
-                   )["verdict"] == "holds"

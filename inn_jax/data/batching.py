@@ -2,8 +2,10 @@
 
 Training: ``TrainStream.batch(step)`` is a pure function of the step, so a run resumed at step k
 sees the batches it would have seen. "contiguous" is the classic layout: the tokens are cut into B
-equal streams and step k takes window k (mod steps_per_epoch) of every stream, so row b of step k+1
-continues row b of step k. "random" draws B windows uniformly, seeded by (seed, step).
+equal streams and step k takes window k + s (mod steps_per_epoch) of every stream, so row b of step
+k+1 continues row b of step k; the shift s is 0 for seed 0 (every stream from its first window) and
+a seeded draw in [0, steps_per_epoch) otherwise, so that seeds see the text in different orders.
+"random" draws B windows uniformly, seeded by (seed, step).
 
 Evaluation: ``eval_batches`` scores every target token (tokens[1:]) exactly once, in fixed (B, L)
 shapes with a mask over the padding. ``carry_state=True`` cuts the targets into B contiguous streams
@@ -69,6 +71,9 @@ class TrainStream:
     self.stream_len = n_targets // self.batch_size  # Tokens of each contiguous stream.
     if mode == "contiguous":
       self.steps_per_epoch = self.stream_len // self.seq_len
+      # Seed 0 keeps the classic order; other seeds start every stream at another window.
+      self.shift = (0 if self.seed == 0 else
+                    int(np.random.default_rng(self.seed).integers(self.steps_per_epoch)))
     else:  # As many windows as the split has tokens, on average.
       self.steps_per_epoch = max(1, n_targets // (self.batch_size * self.seq_len))
 
@@ -77,7 +82,7 @@ class TrainStream:
     if step < 0:
       raise ValueError(f"step must be >= 0, got {step}.")
     if self.mode == "contiguous":
-      window = step % self.steps_per_epoch
+      window = (step + self.shift) % self.steps_per_epoch
       return np.arange(self.batch_size) * self.stream_len + window * self.seq_len
     rng = np.random.default_rng([self.seed, step])
     return rng.integers(0, len(self.tokens) - self.seq_len, size=self.batch_size)

@@ -1,0 +1,600 @@
+"""Studies: a plan committed before its runs, the runs' records, and the report that judges them.
+
+    python -m inn_jax.studies benchmarks/studies/claims-v2 --results_md RESULTS.md
+
+A study is a folder: plan.py (the plan, as Python literals: models, stages, rates, seeds,
+rules), registration.json (written by benchmarks/study.py when the study's first run starts:
+the hash of the plan's data and of the rules' code, inn_jax/claims.py and inn_jax/stats.py,
+and the commit), runs/<stage>/<model>-lr<rate>-s<seed>/ (each run's results.json or
+diverged.json, metrics.jsonl, config.json, provenance.json; C4's analysis/report.json) and
+runs/ngram/ngram.json. The report (report.md, report.json, PNGs, RESULTS.md) reads only those
+files, and prints the claims' verdicts only while both hashes equal the registered ones:
+otherwise every verdict is withheld with the reason. Each run's config.json must hold what the
+plan says it ran (model keys, rate, steps, seeds, the common keys); a run that does not is an
+error, not a row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import hashlib
+import json
+import math
+import os
+import pathlib
+import sys
+
+PLAN_FILE, REGISTRATION, RUNS = "plan.py", "registration.json", "runs"
+RESULTS, DIVERGED, CONFIG, METRICS = "results.json", "diverged.json", "config.json", "metrics.jsonl"
+PROVENANCE, ANALYSIS = "provenance.json", "analysis/report.json"
+NGRAM = "ngram/ngram.json"
+RULES_MODULES = ("claims", "stats")  # inn_jax/<name>.py: the rules' code, hashed by content.
+WITHHELD = "withheld: the rules changed after the runs began"
+PENDING = "pending: no run has started (no registration.json)"
+
+
+class StudyError(ValueError):
+  """Bad input or files: one line naming the path and the fix."""
+
+
+# ----------------------------------------------------------------------------- plan, hashes
+
+def load_plan(path) -> dict:
+  """The plan file's top-level assignments, each a Python literal (nothing is executed)."""
+  path = pathlib.Path(path)
+  if path.is_dir():
+    path = path / PLAN_FILE
+  if not path.is_file():
+    raise StudyError(f"{path}: no such plan; a study folder holds {PLAN_FILE}.")
+  tree = ast.parse(path.read_text(), str(path))
+  plan = {}
+  for node in tree.body:
+    if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
+      continue  # The docstring.
+    if not (isinstance(node, ast.Assign) and len(node.targets) == 1
+            and isinstance(node.targets[0], ast.Name)):
+      raise StudyError(f"{path}:{node.lineno}: a plan holds only NAME = literal assignments.")
+    try:
+      value = ast.literal_eval(_resolve(node.value, plan))
+    except ValueError as e:
+      raise StudyError(f"{path}:{node.lineno}: not a literal ({e}); a plan is data.") from None
+    plan[node.targets[0].id] = value
+  for key in ("NAME", "CONFIG", "COMMON", "SEED_KEYS", "MODELS", "STAGES", "CADENCE", "RULES"):
+    if key not in plan:
+      raise StudyError(f"{path}: the plan has no {key}.")
+  return plan
+
+
+def _resolve(node, known):
+  """Names of earlier assignments replaced by their values (a plan may reuse RATES)."""
+  class Sub(ast.NodeTransformer):
+    def visit_Name(self, n):
+      if n.id in known:
+        return ast.parse(repr(known[n.id]), mode="eval").body
+      return n
+  return Sub().visit(node)
+
+
+def _sha(data: bytes) -> str:
+  return hashlib.sha256(data).hexdigest()
+
+
+def plan_sha256(plan: dict) -> str:
+  """The hash of the plan's data (comments and layout of plan.py do not change it)."""
+  return _sha(json.dumps(plan, sort_keys=True, separators=(",", ":")).encode())
+
+
+def rules_files() -> dict:
+  """{module: sha256 of its file's content} of the rules' code."""
+  import importlib
+  out = {}
+  for name in RULES_MODULES:
+    module = importlib.import_module(f"inn_jax.{name}")
+    out[name] = _sha(pathlib.Path(module.__file__).read_bytes())
+  return out
+
+
+def rules_sha256() -> str:
+  return _sha(json.dumps(rules_files(), sort_keys=True).encode())
+
+
+def registration(folder) -> dict | None:
+  path = pathlib.Path(folder) / REGISTRATION
+  return json.loads(path.read_text()) if path.is_file() else None
+
+
+def register(folder, plan: dict, commit: str | None) -> dict:
+  """Writes registration.json unless it exists; returns the registration."""
+  import datetime
+  found = registration(folder)
+  if found is not None:
+    return found
+  reg = {"study": plan["NAME"], "plan_sha256": plan_sha256(plan),
+         "rules_sha256": rules_sha256(), "rules_files": rules_files(), "commit": commit,
+         "registered": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%MZ")}
+  (pathlib.Path(folder) / REGISTRATION).write_text(json.dumps(reg, indent=1) + "\n")
+  return reg
+
+
+def changed(folder, plan: dict) -> list[str]:
+  """What differs from the registration: [] when the plan and rules are as registered; a
+  reason per difference otherwise (the study has no registration: its runs have not begun)."""
+  reg = registration(folder)
+  if reg is None:
+    return ["the study has no registration.json (no run has started)"]
+  out = []
+  if reg["plan_sha256"] != plan_sha256(plan):
+    out.append(f"the plan's data hash is {plan_sha256(plan)[:12]}, registered "
+               f"{reg['plan_sha256'][:12]}")
+  now = rules_files()
+  for name, sha in sorted(reg.get("rules_files", {}).items()):
+    if now.get(name) != sha:
+      out.append(f"inn_jax/{name}.py's hash is {str(now.get(name))[:12]}, registered {sha[:12]}")
+  if not out and reg["rules_sha256"] != rules_sha256():
+    out.append("the rules' files differ from the registered set")
+  return out
+
+
+# ------------------------------------------------------------------------------------- runs
+
+def run_name(model: str, lr: float, seed: int) -> str:
+  return f"{model}-lr{lr:g}-s{seed}"
+
+
+def overrides(plan: dict, model: str, lr: float, seed: int, steps: int) -> dict:
+  """The train.py keys a run sets ("--config.<key>=<value>"), the plan's model, rate and seed."""
+  m = plan["MODELS"][model]
+  n_eval, n_save = plan["CADENCE"]["evals"], plan["CADENCE"]["saves"]
+  return {**plan["COMMON"], **m["set"], **{k: seed for k in plan["SEED_KEYS"]},
+          "optim.lr": lr, "train.steps": steps, "train.eval_every": max(1, steps // n_eval),
+          "train.save_every": max(1, steps // n_save)}
+
+
+def _same(a, b) -> bool:
+  if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+    return math.isclose(float(a), float(b), rel_tol=1e-12)
+  if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+    return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+  return a == b
+
+
+def _json(path: pathlib.Path):
+  try:
+    return json.loads(path.read_text())
+  except (OSError, json.JSONDecodeError) as e:
+    raise StudyError(f"{path}: cannot be read as JSON ({e}); rerun the run or remove it.")
+
+
+def _curve(metrics_path: pathlib.Path) -> tuple[list, list]:
+  valid, train = [], []
+  for line in metrics_path.read_text().splitlines() if metrics_path.is_file() else []:
+    try:
+      row = json.loads(line)
+    except json.JSONDecodeError:  # A torn last line of a killed run.
+      continue
+    if row.get("split") == "valid" and "bpc" in row:
+      valid.append([row["step"], row["bpc"]])
+    elif row.get("split") == "train" and "loss" in row:
+      train.append([row["step"], row["loss"], row.get("time")])
+  return valid, train
+
+
+def records(folder, plan: dict) -> list[dict]:
+  """One record per finished run under runs/ (claims.py's input), checked against the plan."""
+  from inn_jax.train import workdir as workdir_lib
+  root = pathlib.Path(folder) / RUNS
+  out = []
+  for prov_path in sorted(root.glob(f"*/*/{PROVENANCE}")):
+    run = prov_path.parent
+    prov = _json(prov_path)
+    results = _json(run / RESULTS) if (run / RESULTS).is_file() else None
+    diverged = _json(run / DIVERGED) if (run / DIVERGED).is_file() else None
+    if results is None and diverged is None:
+      continue  # Not finished.
+    config = _json(run / CONFIG)
+    flat = workdir_lib.flatten(config)
+    want = overrides(plan, prov["model"], prov["lr"], prov["seed"], prov["steps"])
+    bad = [f"{k}: plan {v!r}, run {flat.get(k)!r}" for k, v in want.items()
+           if not _same(flat.get(k), v)]
+    if bad or flat.get("name", "").rpartition(":")[2] != plan["MODELS"][prov["model"]]["variant"]:
+      raise StudyError(f"{run}: the run is not what the plan says ({'; '.join(bad) or 'variant'})"
+                       "; remove it and run the study again.")
+    valid, train = _curve(run / METRICS)
+    score = lambda s: (results or {}).get(f"{s}_bpc")
+    fpt = ((results or {}).get("flops_per_token") or {}).get("train")
+    analysis = _json(run / ANALYSIS) if (run / ANALYSIS).is_file() else None
+    out.append({
+        "stage": prov["stage"], "model": prov["model"], "kind": config.get("model", {}).get("kind"),
+        "lr": prov["lr"], "seed": prov["seed"], "steps": prov["steps"], "run": run.name,
+        "params": (results or {}).get("params") or prov.get("params"),
+        "tokens": (results or {}).get("tokens_seen"),
+        "flops_per_token": fpt,
+        "train_flops": fpt * results["tokens_seen"] if fpt and results else None,
+        "train_time_s": (results or {}).get("train_time_s"),
+        "wall_time_s": (results or {}).get("wall_time_s"),
+        "valid_bpc": score("valid"), "test_bpc": score("test"),
+        "test_bpc_carried": (((results or {}).get("scores", {}).get("test") or {})
+                             .get("carried") or {}).get("bpc"),
+        "diverged": diverged is not None,
+        "diverged_step": (diverged or {}).get("step"),
+        "valid_curve": valid, "train_curve": train,
+        "analysis": (analysis or {}).get("roles"), "commit": prov.get("commit"),
+    })
+  return out
+
+
+def ngram(folder) -> dict:
+  """{order: {"valid_bpc", "test_bpc", ...}} of runs/ngram/ngram.json ({} if absent)."""
+  path = pathlib.Path(folder) / RUNS / NGRAM
+  if not path.is_file():
+    return {}
+  return {int(k): v for k, v in _json(path)["orders"].items()}
+
+
+# ----------------------------------------------------------------------------------- report
+
+def _f(v, digits=4):
+  return "-" if v is None else f"{v:.{digits}f}"
+
+
+def _rate(lr):
+  return "-" if lr is None else f"{lr:g}"
+
+
+def sweep_table(plan, recs, stage) -> list[str]:
+  """Valid BPC of each model's seed-0 runs by rate, the best marked."""
+  from inn_jax import claims
+  rules = plan["RULES"]
+  lrs = sorted({r["lr"] for r in recs if r["stage"] == stage})
+  models = [m for m in _stage(plan, stage)["models"] if claims.runs(recs, stage, m)]
+  lines = ["| model | " + " | ".join(f"lr {lr:g}" for lr in lrs) + " |",
+           "|---|" + "---|" * len(lrs)]
+  for m in models:
+    best = claims.best_rate(recs, stage, m, rules["select"])
+    cells = []
+    for lr in lrs:
+      r = claims.runs(recs, stage, m, lr, 0)
+      v = None if not r else ("diverged" if r[0]["diverged"] else _f(r[0][rules["select"]]))
+      cells.append("" if v is None else f"**{v}**" if math.isclose(lr, best) else v)
+    lines.append(f"| {m} | " + " | ".join(cells) + " |")
+  return lines
+
+
+def _stage(plan, name) -> dict:
+  return next(s for s in plan["STAGES"] if s["name"] == name)
+
+
+def best_table(plan, recs, grams, stage) -> list[str]:
+  """Each model at its best rate (mean ± sd over seeds) beside the n-gram rows."""
+  from inn_jax import claims, stats
+  rules = plan["RULES"]
+  ref = (grams.get(rules["ngram_reference"]) or {}).get("test_bpc")
+  floor = (grams.get(rules["ngram_floor"]) or {}).get("test_bpc")
+  lines = ["| model | params | best peak lr | seeds | tokens | train FLOPs (matmul) | train s | "
+           "test BPC, mean ± sd | flags |", "|---|---|---|---|---|---|---|---|---|"]
+  for m in _stage(plan, stage).get("models", []):
+    found = claims.at_best(recs, stage, m, rules)
+    if not found:
+      continue
+    rs = list(found.values())
+    s = stats.summary(claims.measure(found, rules).values())
+    flags = []
+    if s is not None and ref is not None and s["mean"] > ref:
+      flags.append(f"worse than the {rules['ngram_reference']}-gram")
+    if s is not None and floor is not None and s["mean"] >= floor:
+      flags.append(f"NOT better than the {rules['ngram_floor']}-gram")
+    if claims.overfits(plan, found):
+      flags.append(f"over-fits (seeds {claims.overfits(plan, found)})")
+    if any(r["diverged"] for r in rs):
+      flags.append("diverged: " + ", ".join(f"seed {r['seed']}" for r in rs if r["diverged"]))
+    flops = stats.summary(r["train_flops"] for r in rs)
+    secs = stats.summary(r["train_time_s"] for r in rs)
+    lines.append(f"| {m} | {rs[0]['params']:,} | {_rate(rs[0]['lr'])} | {len(rs)} | "
+                 f"{rs[0]['tokens'] or 0:,} | {'-' if flops is None else f'{flops['mean']:.3g}'}"
+                 f" | {'-' if secs is None else f'{secs['mean']:.0f}'} | "
+                 f"{claims.cell(found, rules)} | {'; '.join(flags)} |")
+  lines += ngram_rows(grams, 9)
+  return lines
+
+
+def ngram_rows(grams: dict, width: int) -> list[str]:
+  rows = []
+  for k, g in sorted(grams.items()):
+    cells = [f"{k}-gram (Kneser-Ney)", f"{g.get('entries', 0):,} counts", "-", "-", "-", "-",
+             "-", _f(g["test_bpc"]), "reference"]
+    rows.append("| " + " | ".join(cells[:width]) + " |")
+  return rows
+
+
+def pairwise(plan, recs, stage) -> list[str]:
+  """Every pair of the stage's models: paired per-seed differences at their best rates."""
+  from inn_jax import claims, stats
+  rules = plan["RULES"]
+  models = [m for m in _stage(plan, stage)["models"]
+            if len(claims.at_best(recs, stage, m, rules)) > 1]
+  lines = ["| a - b (test BPC) | difference [95% interval] | reading |", "|---|---|---|"]
+  for i, a in enumerate(models):
+    for b in models[i + 1:]:
+      d = claims.compare(plan, recs, stage, a, b)
+      word = {"greater": f"{b} better", "less": f"{a} better", "tie": "tie"}.get(
+          stats.difference(d, rules["min_effect"]), "no interval")
+      lines.append(f"| {a} - {b} | {claims.interval(d)} | {word} |")
+  return lines
+
+
+ARCHS = ("inn", "mamba", "lstm", "transformer")
+
+
+def curve_points(plan, recs) -> dict:
+  """{arch: [{"label", "params", "train_flops", "train_time_s", "test_bpc"}]}: each size of
+  sweep_2m and the main comparison, at the best rate, mean over its seeds."""
+  from inn_jax import claims, stats
+  rules = plan["RULES"]
+  out = {}
+  for stage in [s["name"] for s in plan["STAGES"] if s["kind"] == "sweep"]:
+    for m in _stage(plan, stage)["models"]:
+      arch = m.split("-")[0]
+      if arch not in ARCHS:
+        continue
+      found = claims.at_best(recs, stage, m, rules)
+      s = stats.summary(claims.measure(found, rules).values())
+      if s is None:
+        continue
+      rs = list(found.values())
+      mean = lambda key: stats.summary(r[key] for r in rs)["mean"] if all(
+          r[key] is not None for r in rs) else None
+      out.setdefault(arch, []).append({
+          "label": f"{m} ({stage})", "stage": stage, "params": rs[0]["params"],
+          "tokens": rs[0]["tokens"], "train_flops": mean("train_flops"),
+          "train_time_s": mean("train_time_s"), "test_bpc": s["mean"], "n": s["n"]})
+  return out
+
+
+def plot_curves(points: dict, grams: dict, out: pathlib.Path) -> str:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
+  for ax, key, label in zip(axes, ("train_flops", "params", "train_time_s"),
+                            ("training FLOPs (matmuls only)", "parameters",
+                             "train time (s, 2 CPU cores)")):
+    for i, arch in enumerate(ARCHS):
+      for stage, marker in (("sweep_2m", "o-"), ("main_6m", "s")):
+        pts = sorted((p for p in points.get(arch, []) if p["stage"] == stage and p[key]),
+                     key=lambda p: p[key])
+        if pts:
+          ax.plot([p[key] for p in pts], [p["test_bpc"] for p in pts], marker,
+                  color=f"C{i}", label=f"{arch} ({'2M' if stage == 'sweep_2m' else '6M'} tokens)")
+    for k, ls in ((3, ":"), (5, "--"), (6, "-.")):
+      if k in grams:
+        ax.axhline(grams[k]["test_bpc"], color="gray", ls=ls, lw=0.8, label=f"{k}-gram")
+    ax.set_xscale("log")
+    ax.set_xlabel(label)
+    ax.set_ylabel("test BPC (best rate, mean of seeds)")
+    ax.grid(alpha=0.3)
+  axes[0].legend(fontsize=7)
+  fig.suptitle("BPC against compute, size and time: 30k / 100k / 300k parameters at 2M tokens, "
+               "100k at 6M", fontsize=10)
+  fig.tight_layout()
+  name = "curves.png"
+  fig.savefig(out / name, dpi=100)
+  plt.close(fig)
+  return name
+
+
+def plot_sweeps(plan, recs, out: pathlib.Path) -> list[str]:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  from inn_jax import claims
+  names = []
+  for stage in [s for s in plan["STAGES"] if s["kind"] in ("sweep", "grid")]:
+    models = [m for m in stage["models"] if claims.runs(recs, stage["name"], m, seed=0)]
+    if not models:
+      continue
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for i, m in enumerate(models):
+      rs = sorted(claims.runs(recs, stage["name"], m, seed=0), key=lambda r: r["lr"])
+      ax.plot([r["lr"] for r in rs], [r["valid_bpc"] if r["valid_bpc"] is not None else
+                                      float("nan") for r in rs], "o-", color=f"C{i % 10}",
+              label=m)
+    ax.set_xscale("log")
+    ax.set_xlabel("peak learning rate")
+    ax.set_ylabel("valid BPC (seed 0)")
+    ax.set_title(f"{stage['name']}: rate sweeps", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    name = f"{stage['name']}_sweeps.png"
+    fig.savefig(out / name, dpi=100)
+    plt.close(fig)
+    names.append(name)
+  return names
+
+
+def findings(plan, recs, grams) -> list[str]:
+  """The headline: the main comparison's ranking and its differences, strongest first."""
+  from inn_jax import claims, stats
+  rules = plan["RULES"]
+  stage = rules["c2"]["stage"]
+  models = _stage(plan, stage)["models"]
+  rows = []
+  for m in models:
+    found = claims.at_best(recs, stage, m, rules)
+    s = stats.summary(claims.measure(found, rules).values())
+    if s is not None:
+      rows.append((s["mean"], m, s))
+  if not rows:
+    return ["No run of the main comparison has finished."]
+  rows.sort()
+  tokens = next(r["tokens"] for r in recs if r["stage"] == stage and r["tokens"])
+  text = [f"At {tokens:,} training tokens, each model at its own best peak rate (test BPC, mean "
+          "± sd over seeds): " + "; ".join(
+              f"{m} {s['mean']:.4f}" + (f" ± {s['sd']:.4f}" if s["sd"] else "") + f" (n={s['n']})"
+              for _, m, s in rows) + "."]
+  diffs = []
+  for i, (_, a, _) in enumerate(rows):
+    for _, b, _ in rows[i + 1:]:
+      d = claims.compare(plan, recs, stage, b, a)  # b - a > 0: a is better.
+      if d is not None and stats.difference(d, rules["min_effect"]) == "greater":
+        diffs.append((d["lo"], a, b, d))
+  diffs.sort(reverse=True)
+  if diffs:
+    text.append("Differences that count (95% interval excludes 0, above "
+                f"{rules['min_effect']} BPC), strongest first: " + "; ".join(
+                    f"{a} beats {b} by {claims.interval(d)}" for _, a, b, d in diffs) + ".")
+  ties = [(a, b) for i, (_, a, _) in enumerate(rows) for _, b, _ in rows[i + 1:]
+          if stats.difference(claims.compare(plan, recs, stage, b, a), rules["min_effect"])
+          == "tie"]
+  if ties:
+    text.append("Ties: " + ", ".join(f"{a} and {b}" for a, b in ties) + ".")
+  for k in (rules["ngram_reference"], 6):
+    if k in grams:
+      beat = [m for mean, m, _ in rows if mean < grams[k]["test_bpc"]]
+      text.append(f"The Kneser-Ney {k}-gram scores {grams[k]['test_bpc']:.4f}: "
+                  + (f"beaten by {', '.join(beat)}" if beat else "no model beats it") + ".")
+  return [" ".join(text)]
+
+
+def build(folder, plan=None) -> dict:
+  from inn_jax import claims
+  folder = pathlib.Path(folder)
+  plan = plan or load_plan(folder)
+  recs = records(folder, plan)
+  grams = ngram(folder)
+  diff = changed(folder, plan)
+  verdicts = claims.judge(plan, recs, grams)
+  if diff:
+    text = (PENDING if registration(folder) is None else f"{WITHHELD} ({'; '.join(diff)})")
+    for v in verdicts.values():
+      v["verdict"] = text
+  return {"plan": plan, "records": recs, "ngram": grams, "changed": diff,
+          "verdicts": verdicts, "registration": registration(folder)}
+
+
+def results_markdown(rep: dict, folder: pathlib.Path, base: pathlib.Path, plots: dict) -> str:
+  """RESULTS.md: the headline, the verdicts with their intervals, every table and figure."""
+  from inn_jax import claims
+  plan, recs, grams = rep["plan"], rep["records"], rep["ngram"]
+  rel = lambda p: os.path.relpath(folder / p, base)
+  reg = rep["registration"] or {}
+  lines = [f"# Results: the study `{plan['NAME']}`", "",
+           f"Generated by `python -m inn_jax.studies {rel('.')} --results_md RESULTS.md` from the "
+           f"runs' files in `{rel(RUNS)}/`; the plan, committed before the first run, is "
+           f"[`{rel(PLAN_FILE)}`]({rel(PLAN_FILE)}). Do not edit.", ""]
+  if reg == {}:
+    lines += [f"**Verdicts pending**: no run has started, so the study has no registration.", ""]
+  elif rep["changed"]:
+    lines += [f"**Verdicts withheld**: {'; '.join(rep['changed'])}. The rules or the plan "
+              "changed after the runs began; a changed rule is a new study (a new folder).", ""]
+  else:
+    lines += [f"Registered at the first run ({reg.get('registered')}, commit "
+              f"{str(reg.get('commit'))[:10]}): plan {reg.get('plan_sha256', '')[:12]}, rules "
+              f"{reg.get('rules_sha256', '')[:12]}; both unchanged, so the verdicts below stand.",
+              ""]
+  n_runs = len(recs)
+  commits = sorted({r["commit"] for r in recs if r["commit"]})
+  lines += [f"{n_runs} runs finished (trained at commit{'s' if len(commits) > 1 else ''} "
+            f"{', '.join(c[:10] for c in commits) or '-'}), "
+            f"{sum(r['train_time_s'] or 0 for r in recs) / 3600:.2f} h of training on "
+            f"{'2 CPU cores' if recs else '-'}. Every number is test BPC with a fresh state per "
+            "window on the whole split, from the run's best checkpoint (by periodic "
+            "validation); each model at its own best peak rate (chosen on valid, seed 0). "
+            "Intervals: 95% t-intervals of paired per-seed differences (seed s of both models "
+            "saw the same data order).", "", "## What the data show", "",
+            *findings(plan, recs, grams), "", "## The paper's claims", "",
+            "| claim | verdict | rule |", "|---|---|---|"]
+  lines += [f"| {k} | **{v['verdict']}** | {v['rule']} |" for k, v in rep["verdicts"].items()]
+  lines.append("")
+  for k, v in rep["verdicts"].items():
+    lines += [f"### {k}: {claims.CLAIMS[k]}", "", f"Verdict: **{v['verdict']}**. Rule: "
+              f"{v['rule']}.", "", *v["lines"], ""]
+  lines += ["## Tables", ""]
+  for stage in plan["STAGES"]:
+    name = stage["name"]
+    if stage["kind"] == "ngram" or not any(r["stage"] == name for r in recs):
+      continue
+    lines += [f"### {name}", ""]
+    if stage["kind"] in ("sweep", "grid"):
+      lines += ["Valid BPC of the seed-0 runs by peak rate (bold: the best):", "",
+                *sweep_table(plan, recs, name), ""]
+    if stage["kind"] == "sweep":
+      lines += ["At the best rate:", "", *best_table(plan, recs, grams, name), "",
+                "Paired differences:", "", *pairwise(plan, recs, name), ""]
+    for png in plots.get(name, []):
+      lines += [f"![{name}]({rel(png)})", ""]
+  if grams:
+    lines += ["### The n-gram reference", "", "| order | valid BPC | test BPC | test, context "
+              "carried |", "|---|---|---|---|"]
+    lines += [f"| {k} | {_f(g['valid_bpc'])} | {_f(g['test_bpc'])} | "
+              f"{_f(g['scores']['test']['carried']['bpc'])} |" for k, g in sorted(grams.items())]
+    lines.append("")
+  if "curves" in plots:
+    lines += ["### Curves", "", "Each architecture at about 30k, 100k and 300k parameters "
+              "(2,048,000 tokens) and at 100k with 6,144,000 tokens, each point at its best rate. "
+              "FLOPs count matmuls only (not the selective scan's elementwise recurrence, "
+              "which the Mamba stack and the INN also do), so the train-time panel is beside "
+              "them.", "", f"![curves]({rel(plots['curves'])})", ""]
+  return "\n".join(lines) + "\n"
+
+
+def plot_names(rep: dict) -> dict:
+  """{stage: [its PNG]} and "curves": the figures the report draws for these records."""
+  from inn_jax import claims
+  plan, recs = rep["plan"], rep["records"]
+  names = {s["name"]: [f"{s['name']}_sweeps.png"] for s in plan["STAGES"]
+           if s["kind"] in ("sweep", "grid")
+           and any(claims.runs(recs, s["name"], m, seed=0) for m in s["models"])}
+  if curve_points(plan, recs):
+    names["curves"] = "curves.png"
+  return names
+
+
+def markdown_files(folder, results_md=None, rep=None) -> dict:
+  """{path: text} of report.md (and RESULTS.md): what write() writes, without drawing."""
+  folder = pathlib.Path(folder)
+  rep = rep or build(folder)
+  plots = plot_names(rep)
+  out = {folder / "report.md": results_markdown(rep, folder, folder, plots)}
+  if results_md:
+    results_md = pathlib.Path(results_md)
+    out[results_md] = results_markdown(rep, folder, results_md.absolute().parent, plots)
+  return out
+
+
+def write(folder, results_md=None) -> dict:
+  """report.md, report.json, the PNGs in the study folder, and RESULTS.md if asked."""
+  folder = pathlib.Path(folder)
+  rep = build(folder)
+  drawn = plot_sweeps(rep["plan"], rep["records"], folder)
+  points = curve_points(rep["plan"], rep["records"])
+  if points:
+    drawn.append(plot_curves(points, rep["ngram"], folder))
+  for path, text in markdown_files(folder, results_md, rep).items():
+    path.write_text(text)
+  public = {k: v for k, v in rep.items() if k != "plan"}
+  public["curves"] = points
+  public["records"] = [{k: v for k, v in r.items() if k != "train_curve"} for r in rep["records"]]
+  (folder / "report.json").write_text(json.dumps(public, indent=1, default=str) + "\n")
+  return rep
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(prog="python -m inn_jax.studies",
+                              description=__doc__.split("\n")[0])
+  p.add_argument("study", help="a study folder (plan.py, runs/)")
+  p.add_argument("--results_md", help="also write RESULTS.md here")
+  args = p.parse_args(sys.argv[1:] if argv is None else argv)
+  try:
+    rep = write(args.study, args.results_md)
+  except StudyError as e:
+    print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+    sys.exit(2)
+  print(f"wrote {pathlib.Path(args.study) / 'report.md'} ({len(rep['records'])} runs)"
+        + (f" and {args.results_md}" if args.results_md else ""))
+  return rep
+
+
+if __name__ == "__main__":
+  main()
