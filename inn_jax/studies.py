@@ -563,7 +563,23 @@ def markdown_files(folder, results_md=None, rep=None) -> dict:
   return out
 
 
-def write(folder, results_md=None) -> dict:
+HEADLINE = ("<!-- headline:", "<!-- /headline -->")
+
+
+def readme_with_headline(text: str, headline: str) -> str:
+  """`text` with the block between the headline markers replaced by `headline`."""
+  start, end = text.find(HEADLINE[0]), text.find(HEADLINE[1])
+  if start < 0 or end < start:
+    raise StudyError(f"the README has no {HEADLINE[0]} ... {HEADLINE[1]} block for the headline.")
+  line_end = text.index("\n", start) + 1
+  return text[:line_end] + headline.strip() + "\n" + text[end:]
+
+
+def headline(rep: dict) -> str:
+  return findings(rep["plan"], rep["records"], rep["ngram"])[0]
+
+
+def write(folder, results_md=None, readme=None) -> dict:
   """report.md, report.json, the PNGs in the study folder, and RESULTS.md if asked."""
   folder = pathlib.Path(folder)
   rep = build(folder)
@@ -573,6 +589,9 @@ def write(folder, results_md=None) -> dict:
     drawn.append(plot_curves(points, rep["ngram"], folder))
   for path, text in markdown_files(folder, results_md, rep).items():
     path.write_text(text)
+  if readme:
+    readme = pathlib.Path(readme)
+    readme.write_text(readme_with_headline(readme.read_text(), headline(rep)))
   public = {k: v for k, v in rep.items() if k != "plan"}
   public["curves"] = points
   public["records"] = [{k: v for k, v in r.items() if k != "train_curve"} for r in rep["records"]]
@@ -585,9 +604,10 @@ def main(argv=None):
                               description=__doc__.split("\n")[0])
   p.add_argument("study", help="a study folder (plan.py, runs/)")
   p.add_argument("--results_md", help="also write RESULTS.md here")
+  p.add_argument("--readme", help="a README whose headline block gets the report's headline")
   args = p.parse_args(sys.argv[1:] if argv is None else argv)
   try:
-    rep = write(args.study, args.results_md)
+    rep = write(args.study, args.results_md, args.readme)
   except StudyError as e:
     print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
     sys.exit(2)
