@@ -7,10 +7,48 @@
 #
 #   bash benchmarks/gpu_check.sh                   # PYTHON=/path/to/python to choose one
 #
+# First, where wheels/gpu/ exists (scripts/fetch_gpu_wheels.sh makes it on a machine with PyPI,
+# for a GPU machine without: carry wheels/ there), it installs those wheels, offline. Then it
+# prints the versions of the packages that matter and the devices, and stops (exit 2) if a
+# package requirements.txt names is missing.
 # Without a GPU it says so and exits 3 before any GPU work. Exit 1: a stage failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-PYTHON=${PYTHON:-python}
+if [ -z "${PYTHON:-}" ]; then PYTHON=python; command -v python >/dev/null 2>&1 || PYTHON=python3; fi
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+# The carried wheels (pure Python), before any other use of Python. Quiet when they are already
+# installed: pip's output shows only when it installed something or failed.
+wheels=wheels/gpu
+if [ -d "$wheels" ]; then
+  specs=()
+  for whl in "$wheels"/*.whl; do
+    [ -e "$whl" ] || continue
+    f=${whl##*/}; rest=${f#*-}
+    specs+=("${f%%-*}==${rest%%-*}")
+  done
+  if [ ${#specs[@]} -gt 0 ]; then
+    if log=$("$PYTHON" -m pip install --no-index --find-links "$wheels" --no-cache-dir \
+               --disable-pip-version-check --root-user-action=ignore "${specs[@]}" 2>&1); then
+      grep '^Successfully installed' <<<"$log" | sed "s|^|gpu_check: from $wheels: |"
+    else
+      # Where $PYTHON's environment cannot be written: a folder of its own on PYTHONPATH.
+      if "$PYTHON" -m pip install --quiet --no-index --no-deps --no-cache-dir \
+           --disable-pip-version-check --target "$work/site" "$wheels"/*.whl >"$work/pip.log" 2>&1
+      then
+        export PYTHONPATH="$work/site${PYTHONPATH:+:$PYTHONPATH}"
+        echo "gpu_check: pip could not install into $PYTHON's environment:" \
+             "$(tail -n 1 <<<"$log")" >&2
+        echo "gpu_check: from $wheels into $work/site (PYTHONPATH): ${specs[*]}"
+      else
+        echo "$log" >&2
+        cat "$work/pip.log" >&2
+        echo "gpu_check: installing ${specs[*]} from $wheels failed (above)" >&2
+      fi
+    fi
+  fi
+fi
 
 if ! device=$("$PYTHON" -c 'import jax
 d = jax.devices()[0]
@@ -23,10 +61,35 @@ print(f"{d.device_kind} ({jax.device_count()} devices, jax {jax.__version__})")'
 fi
 echo "gpu_check: $device"
 
+# The versions that matter (requirements.txt's packages and the CUDA plugin) and the devices; a
+# package requirements.txt names that is missing stops the check here.
+"$PYTHON" - <<'EOF' || exit 2
+import importlib.metadata as md, re, sys
+import jax
+
+pins = dict(re.match(r"([A-Za-z0-9_.-]+)==(\S+)", line).groups()
+            for line in open("requirements.txt") if re.match(r"[A-Za-z0-9_.-]+==", line))
+plugins = sorted(d.metadata["Name"] for d in md.distributions()
+                 if re.fullmatch(r"jax[-_]cuda\d+[-_](plugin|pjrt)", d.metadata["Name"] or ""))
+missing = []
+for name in [*pins, *plugins]:
+  try:
+    version = md.version(name)
+  except md.PackageNotFoundError:
+    version = "MISSING"
+    missing.append(name)
+  pin = f" (pinned {pins[name]})" if name in pins and pins[name] != version else ""
+  print(f"gpu_check: {name} {version}{pin}")
+if not plugins:
+  print("gpu_check: no jax-cuda plugin package (a jax[cuda] install names one)")
+print(f"gpu_check: devices {jax.devices()}")
+if missing:
+  sys.exit(f"gpu_check: missing {', '.join(missing)}: run `bash scripts/fetch_gpu_wheels.sh` on a "
+           "machine with PyPI and carry wheels/ here (or pip install them); nothing was run.")
+EOF
+
 out=benchmarks/results/gpu
 mkdir -p "$out"
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
 # stage NAME SECONDS COMMAND...: runs COMMAND under a time limit, records its status and time.
 stage() {
   local name=$1 limit=$2 start rc

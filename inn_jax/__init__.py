@@ -15,6 +15,8 @@ each letter has one meaning:
   M  rows of a scan: its leading axes flattened (B * N, or B)
   J  chunks of time                     Q  blocks (of rows, or of E in a kernel)
 
+A per-neuron parameter (`NeuronParam`: one slice per neuron along a leading N axis) is named by
+one neuron's shape: `conv_WE` is (N, W, E) when each neuron owns it.
 Lower case is a part of that axis: ``n`` this device's neurons, ``b`` the rows of one block,
 ``d`` half the model width. Digits are literal sizes (``kv_BNL2HK``: keys and values).
 Activations keep the neuron axis from end to end (``h_BNLD``); a scan forms rows from its
@@ -22,3 +24,9 @@ leading axes inside the op, on each device's shard.
 """
 
 __version__ = "0.1.0"
+
+
+def load(workdir, step="best", mesh=None):
+  """(model, vocabulary, config) of a trained workdir: inn_jax.restore.load."""
+  from inn_jax import restore  # Imported on use: `import inn_jax` stays light.
+  return restore.load(workdir, step=step, mesh=mesh)

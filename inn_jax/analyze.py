@@ -35,57 +35,18 @@ class Loaded(NamedTuple):
   meta: dict  # The checkpoint's: step, tokens_seen, best_valid, ...
 
 
-def _tupled(tree):
-  """JSON lists back to the tuples the config held (ConfigDict fields keep their types)."""
-  if isinstance(tree, dict):
-    return {k: _tupled(v) for k, v in tree.items()}
-  return tuple(_tupled(v) for v in tree) if isinstance(tree, list) else tree
-
-
 def load_for_analysis(workdir, *, best: bool = True, corpus: bool = True) -> Loaded:
-  """The model of a training workdir (best checkpoint, else the newest), its config and
-  vocabulary, and (corpus=True) its corpus, which must have the run's vocabulary."""
-  from inn_jax.train import checkpoint, loop, optimizer  # The trainer's own layout and state.
-  from inn_jax.train import workdir as workdir_lib
-  workdir = pathlib.Path(workdir)
-  path = workdir / workdir_lib.CONFIG_FILE
-  if not path.is_file():
-    raise FileNotFoundError(f"{path} not found: --workdir must be a training workdir "
-                            "(python train.py --config ... writes config.json there).")
-  saved = json.loads(path.read_text())
-  vocab_size = saved.pop("vocab_size")
-  saved.pop("resolved", None)
-  config = ml_collections.ConfigDict(_tupled(saved))
-  config.workdir = str(workdir)
-  vocab_file = workdir / workdir_lib.VOCAB_FILE
-  vocab = data.vocab_from_json(vocab_file.read_text()) if vocab_file.is_file() else None
+  """The model of a training workdir (best checkpoint, else the newest: inn_jax.load, the
+  parameters alone), its config and vocabulary, and (corpus=True) its corpus, which must have
+  the run's vocabulary."""
+  from inn_jax import restore
+  from inn_jax.train import workdir as workdir_lib  # The run's records: the corpus check.
+  model, vocab, config, step = restore.load_step(workdir, step="best" if best else "latest")
   loaded_corpus = None
-  if corpus or vocab is None:  # A workdir of an older version holds no vocab.json.
+  if corpus:
     loaded_corpus = data.load_corpus(config.data)
     workdir_lib.Workdir(workdir).check_vocab(loaded_corpus.vocab)
-    vocab = vocab or loaded_corpus.vocab
-  if vocab.size != vocab_size:
-    raise ValueError(f"the vocabulary has {vocab.size} symbols, the checkpoint of {path} "
-                     f"{vocab_size}; restore the data the run was trained on.")
-  model = build_model(config.model, vocab_size, nnx.Rngs(params=config.seed,
-                                                         dropout=config.seed + 1))
-  _, params, _ = nnx.split(model, nnx.Param, ...)
-  tx = optimizer.make_optimizer(config.optim, config.train.steps)
-  one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=one),
-                          jax.eval_shape(lambda p: loop.init_state(p, tx), params))
-  ckpts = checkpoint.Checkpoints(workdir, async_save=False)
-  try:
-    restored = (best and ckpts.restore(abstract, best=True)) or ckpts.restore(abstract)
-  finally:
-    ckpts.close()
-  if not restored:
-    raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints or {workdir}/best; train "
-                            "first.")
-  state, meta = restored
-  nnx.update(model, state["params"])
-  model.eval()
-  return Loaded(model, config, loaded_corpus, vocab, meta)
+  return Loaded(model, config, loaded_corpus, vocab, {"step": step})
 
 
 def encode_prompt(loaded: Loaded, text: str) -> np.ndarray:
@@ -211,9 +172,8 @@ def neuron_roles(model: INN, init_model: INN, tokens, *, seq_len: int, max_token
 
 def plot(report: dict, out: pathlib.Path) -> dict:
   """PNG figures of `report` in `out`; returns {figure: file name}."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  from inn_jax.plots import pyplot
+  plt = pyplot()
   from matplotlib.ticker import MaxNLocator
   files = {}
 

@@ -376,9 +376,8 @@ def _band(series: list[dict], x: str):
 
 def plot(report: dict, out: pathlib.Path):
   """Writes each study's PNGs into `out`; records their names in report["studies"][s]["plots"]."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  from inn_jax.plots import pyplot
+  plt = pyplot()
   import matplotlib.ticker  # noqa: F401 (matplotlib.ticker below)
   runs_by_path = {str(r["path"]): r for r in report["_runs"]}
   for study, s in report["studies"].items():

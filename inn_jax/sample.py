@@ -24,7 +24,6 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from inn_jax.models import Transformer
 
 
 class SamplerOutput(NamedTuple):
@@ -45,10 +44,8 @@ def sample_logits(logits_BV, key, temperature: float, top_k: int | None):
 
 
 def init_cache(model, batch: int, max_len: int):
-  """An empty cache for `batch` rows; a Transformer's holds `max_len` positions."""
-  if isinstance(model, Transformer):
-    return model.init_cache(batch, max_len)
-  return model.init_cache(batch)
+  """An empty cache for `batch` rows (a Transformer's holds `max_len` positions)."""
+  return model.init_cache(batch, max_len)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "length", "temperature", "top_k",

@@ -1,50 +1,144 @@
-"""The mesh's axes and every sharding of the INN's arrays, declared once for the whole package.
+"""Sharding by name: logical axes on parameters and activations, one rules table to the mesh.
 
-The mesh has a data axis (the batch) and a neuron axis (the INN's population). Activations that
-carry the population, h_BNLD and everything else with leading (B, N) axes, are split over both;
-per-neuron parameters (`NeuronParam`, leading axis N) over the neuron axis; everything else is
-replicated. Outside a mesh (`jax.set_mesh`) `constrain` does nothing, so the same model code runs
-on one CPU and on a pod.
+Logical axes. Activations that carry the population (h_BNLD, and every array with leading
+(B, N) axes) are ("batch", "neurons", ...); a per-neuron parameter (`NeuronParam`, leading axis
+N) is ("neurons", None, ...) and records it as NNX sharding metadata (`out_sharding`), so that
+`nnx.get_partition_spec(nnx.state(model))` sees it; every other parameter is replicated.
+
+Rules. `RULES` maps logical names to mesh axes: ours, (("batch", "data"), ("neurons",
+"neuron")), for the trainer's (data, neuron) mesh. A mesh with other axis names works by passing
+rules, e.g.
+
+    mesh = jax.make_mesh((2, 2), ("batch", "model"))
+    with jax.set_mesh(mesh), inn_jax.sharding.axis_rules((("batch", "batch"),
+                                                           ("neurons", "model"))):
+      logits = nnx.jit(lambda m, x: m(x))(model, tokens)
+
+`axis_rules` also sets flax's logical rules, so nnx.get_partition_spec gives mesh specs inside
+it. A mesh none of whose axes the rules name is an error, not silent replication.
+
+Meshes with Auto and with Explicit axes both work: `constrain` uses with_sharding_constraint on
+an Auto mesh and reshard on an Explicit one; `take_rows` gathers embedding rows with the
+out_sharding an Explicit mesh asks for. With no mesh (jax.set_mesh) nothing is constrained, so
+the same model code runs on one CPU and on a pod.
 """
 
+from __future__ import annotations
+
+import contextlib
+import contextvars
+
 import jax
+import jax.numpy as jnp
 from flax import nnx
 from jax.sharding import PartitionSpec as P
 
-DATA = "data"
-NEURON = "neuron"
+DATA, NEURON = "data", "neuron"  # The trainer's mesh axes (inn_jax.train.mesh).
 MESH_AXES = (DATA, NEURON)
-POPULATION = (DATA, NEURON)  # The leading (B, N) axes of every population activation.
+BATCH, NEURONS = "batch", "neurons"  # Logical axes.
+POPULATION = (BATCH, NEURONS)  # The leading (B, N) axes of every population activation.
+RULES = ((BATCH, DATA), (NEURONS, NEURON))
+
+_rules = contextvars.ContextVar("inn_jax_axis_rules", default=RULES)
 
 
 class NeuronParam(nnx.Param):
-  """A parameter with one slice per neuron along its leading axis: split over the neuron axis."""
+  """A parameter with one slice per neuron along its leading axis: logical axes ("neurons",
+  None, ...), split over whatever mesh axis the rules give "neurons"."""
+
+  def __init__(self, value, **metadata):
+    metadata.setdefault("out_sharding", (NEURONS,) + (None,) * (value.ndim - 1))
+    metadata.setdefault("eager_sharding", False)  # Placed by the trainer or the user's init.
+    super().__init__(value, **metadata)
 
 
-def constrain(x, *axes):
-  """Pins x's layout to `axes` on the current mesh (one entry per leading axis: a mesh axis name
-  or None; the rest replicated); mesh axes the mesh lacks are dropped."""
+def rules() -> tuple:
+  return _rules.get()
+
+
+@contextlib.contextmanager
+def axis_rules(new_rules):
+  """Within: logical axes map to mesh axes by `new_rules` ((logical, mesh axis or None), ...),
+  here and in flax (nnx.get_partition_spec)."""
+  new_rules = tuple((str(a), b) for a, b in new_rules)
+  token = _rules.set(new_rules)
+  try:
+    with nnx.logical_axis_rules(new_rules):
+      yield new_rules
+  finally:
+    _rules.reset(token)
+
+
+def mesh_axes(logical) -> tuple:
+  """Mesh axis (or None) of each logical name under the current rules."""
+  table = dict(rules())
+  return tuple(table.get(name) if name is not None else None for name in logical)
+
+
+def _mesh():
   mesh = jax.sharding.get_abstract_mesh()
-  if mesh.empty:
+  return None if mesh.empty else mesh
+
+
+def check_mesh(mesh) -> None:
+  """Raises when a mesh of several devices has no axis the rules name (everything would be
+  silently replicated)."""
+  targets = {b for _, b in rules() if b is not None}
+  if mesh.size > 1 and not targets & set(mesh.axis_names):
+    raise ValueError(f"the mesh's axes {tuple(mesh.axis_names)} are none of the sharding rules' "
+                     f"targets {tuple(sorted(targets))} (rules {rules()}): map the logical axes "
+                     f"{POPULATION} to your mesh with inn_jax.sharding.axis_rules((('batch', "
+                     f"<data axis>), ('neurons', <model axis or None>))).")
+
+
+def spec(x_shape, logical) -> P:
+  """The PartitionSpec of an array of `x_shape` with leading `logical` axes on the current mesh:
+  each logical axis's mesh axis where the mesh has it and its size divides, else None."""
+  mesh = _mesh()
+  out = []
+  for name, n in zip(mesh_axes(logical), x_shape):
+    ok = mesh is not None and name in mesh.axis_names and n % mesh.shape[name] == 0
+    out.append(name if ok else None)
+  return P(*out)
+
+
+def constrain(x, *logical):
+  """x laid out by its leading `logical` axes on the current mesh (the rest replicated):
+  with_sharding_constraint on an Auto mesh, reshard on an Explicit one; x itself without a mesh."""
+  mesh = _mesh()
+  if mesh is None:
     return x
-  axes = tuple(a if a in mesh.axis_names else None for a in axes)
-  return jax.lax.with_sharding_constraint(x, P(*axes))
+  check_mesh(mesh)
+  s = spec(x.shape, logical)
+  if mesh.are_all_axes_explicit:
+    return jax.sharding.reshard(x, s)
+  return jax.lax.with_sharding_constraint(x, s)
 
 
 def population(x):
-  """x with leading (B, N) axes, split batch over data and neurons over neuron."""
+  """x with leading (B, N) axes, split batch over the batch axis and neurons over the neurons'."""
   return constrain(x, *POPULATION)
+
+
+def take_rows(table_VD, ids):
+  """table_VD[ids]: on an Explicit mesh with the out_sharding it asks for (ids' own, then D
+  replicated); a plain gather elsewhere."""
+  mesh = _mesh()
+  if mesh is None or not mesh.are_all_axes_explicit:
+    return table_VD[ids]
+  ids_spec = tuple(jax.typeof(ids).sharding.spec)
+  ids_spec += (None,) * (ids.ndim - len(ids_spec))
+  return table_VD.at[ids].get(out_sharding=P(*ids_spec, None))
 
 
 def population_axes(lead: tuple[int, ...]) -> tuple[str | None, ...]:
   """The mesh axes of leading axes `lead` ((B,) or (B, N), more are not split) on the current
-  mesh: data for the batch, neuron for the neurons; None where the mesh lacks the axis or its
-  size does not divide. () when nothing is split (no mesh, or only axes of size 1)."""
-  mesh = jax.sharding.get_abstract_mesh()
-  if mesh.empty:
+  mesh: the batch's and the neurons' mesh axes; None where the mesh lacks the axis or its size
+  does not divide. () when nothing is split (no mesh, or only axes of size 1)."""
+  mesh = _mesh()
+  if mesh is None:
     return ()
-  axes = tuple(a if a in mesh.axis_names and n % mesh.shape[a] == 0 else None
-               for a, n in zip(POPULATION, lead))
+  axes = tuple(spec(lead[:2], POPULATION))
   if all(a is None or mesh.shape[a] == 1 for a in axes):
     return ()
   # Axes of size 1 stay named: a shard_map would otherwise sum cotangents over them.
@@ -54,26 +148,97 @@ def population_axes(lead: tuple[int, ...]) -> tuple[str | None, ...]:
 def population_map(fn, *xs):
   """fn(gather, *xs) on each device's part of the population.
 
-  Every x has leading (B, N) axes and is split as the population (batch over data, neurons over
-  neuron), and so is every output. gather(x) is x for all N neurons of this device's batch rows:
-  an all-gather over the neuron axis (its transpose, in the backward pass, a reduce-scatter)
-  when the mesh splits the population, else x itself.
+  Every x has leading (B, N) axes and is split as the population (see `population`), and so is
+  every output. gather(x) is x for all N neurons of this device's batch rows: an all-gather
+  over the neurons' mesh axis (its transpose, in the backward pass, a reduce-scatter) when the
+  mesh splits the population, else x itself.
   """
   axes = population_axes(xs[0].shape[:2])
   if not axes:
     return fn(lambda x: x, *xs)
-  split = axes[1] is not None and jax.sharding.get_abstract_mesh().shape[NEURON] > 1
-  gather = lambda x: jax.lax.all_gather(x, NEURON, axis=1, tiled=True) if split else x
-  spec = P(*axes)
-  return jax.shard_map(lambda *a: fn(gather, *a), in_specs=spec, out_specs=spec)(*xs)
+  neuron_axis = axes[1]
+  split = neuron_axis is not None and _mesh().shape[neuron_axis] > 1
+  gather = (lambda x: jax.lax.all_gather(x, neuron_axis, axis=1, tiled=True)) if split else (
+      lambda x: x)
+  s = P(*axes)
+  return jax.shard_map(lambda *a: fn(gather, *a), in_specs=s, out_specs=s)(*laid_out(xs, s))
+
+
+def replicate(x_B, n: int):
+  """x (B, ...) copied to N neurons, (B, N, ...), laid out as the population. On an Explicit
+  mesh the copy is made in place (broadcast with its out_sharding), so that its transpose is
+  one reduction over the neuron axis rather than a gather of every neuron's cotangent."""
+  shape = (x_B.shape[0], n, *x_B.shape[1:])
+  mesh = _mesh()
+  if mesh is not None and mesh.are_all_axes_explicit:
+    check_mesh(mesh)
+    return jnp.broadcast_to(x_B[:, None], shape, out_sharding=spec(shape, POPULATION))
+  return population(jnp.broadcast_to(x_B[:, None], shape))
+
+
+def population_mean(x_BN):
+  """x's mean over its neuron axis (axis 1). On an Explicit mesh that splits the neurons, as a
+  sum per device and one all-reduce (jnp.mean would gather every neuron's array first); on an
+  Auto mesh XLA's partitioner does this itself."""
+  mesh = _mesh()
+  axes = population_axes(x_BN.shape[:2])
+  if mesh is None or not mesh.are_all_axes_explicit or not axes or axes[1] is None:
+    return x_BN.mean(axis=1)
+  n, neuron_axis = x_BN.shape[1], axes[1]
+  spec_in = P(*axes)
+  spec_out = P(axes[0])
+  fn = lambda x: jax.lax.psum(x.sum(axis=1), neuron_axis) / n
+  return jax.shard_map(fn, in_specs=spec_in, out_specs=spec_out)(laid_out(x_BN, spec_in))
+
+
+def laid_out(tree, specs):
+  """`tree` resharded to `specs` (a PartitionSpec, or a tree of them) on an Explicit mesh, where
+  shard_map checks rather than makes its inputs' layout; `tree` itself elsewhere."""
+  mesh = _mesh()
+  if mesh is None or not mesh.are_all_axes_explicit:
+    return tree
+  if isinstance(specs, P):
+    return jax.tree.map(lambda x: jax.sharding.reshard(x, specs), tree)
+  return jax.tree.map(lambda x, p: jax.sharding.reshard(x, p), tree, specs)
 
 
 def variable_specs(tree):
   """The PartitionSpec of every Variable in `tree` (parameters, or optimiser moments, which keep
-  their parameter's type): P(NEURON) for a NeuronParam, P() for the rest."""
-  def spec(x):
-    if isinstance(x, NeuronParam):
-      return x.replace(P(NEURON))
-    return x.replace(P()) if isinstance(x, nnx.Variable) else P()
+  their parameter's type and metadata): its logical out_sharding under the current rules (only
+  axes the current mesh has), P() for the rest."""
+  mesh = _mesh()
 
-  return jax.tree.map(spec, tree, is_leaf=lambda x: isinstance(x, nnx.Variable))
+  def one(x):
+    if not isinstance(x, nnx.Variable):
+      return P()
+    logical = x.get_metadata().get("out_sharding") if isinstance(x, NeuronParam) else None
+    if not logical:
+      return x.replace(P())
+    names = mesh_axes(logical)
+    if mesh is not None:
+      names = tuple(n if n in mesh.axis_names else None for n in names)
+    return x.replace(P(*names))
+
+  return jax.tree.map(one, tree, is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+
+def population_sum(fn, *xs, neuron_axes):
+  """fn(*xs) summed over the whole population: fn computes, from this device's neurons, partial
+  sums with the batch as its leading axis and no neuron axis; one all-reduce over the neurons'
+  mesh axis completes them. Every x has the batch at axis 0 and its neurons at
+  neuron_axes[i]; without a mesh that splits them, fn(*xs) itself."""
+  mesh = _mesh()
+  axes = population_axes(xs[0].shape[:2]) if mesh is not None else ()
+  if not axes:
+    return fn(*xs)
+  batch_axis, neuron_axis = axes[0], axes[1]
+  specs = []
+  for x, at in zip(xs, neuron_axes):
+    parts = [None] * x.ndim
+    parts[0] = batch_axis
+    parts[at] = neuron_axis
+    specs.append(P(*parts))
+  reduce = (lambda y: jax.lax.psum(y, neuron_axis)) if neuron_axis is not None else (lambda y: y)
+  body = lambda *a: reduce(fn(*a))
+  return jax.shard_map(body, in_specs=tuple(specs), out_specs=P(batch_axis))(
+      *(laid_out(x, s) for x, s in zip(xs, specs)))

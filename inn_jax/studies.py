@@ -352,9 +352,8 @@ def curve_points(plan, recs) -> dict:
 
 
 def plot_curves(points: dict, grams: dict, out: pathlib.Path) -> str:
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  from inn_jax.plots import pyplot
+  plt = pyplot()
   fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
   for ax, key, label in zip(axes, ("train_flops", "params", "train_time_s"),
                             ("training FLOPs (matmuls only)", "parameters",
@@ -384,9 +383,8 @@ def plot_curves(points: dict, grams: dict, out: pathlib.Path) -> str:
 
 
 def plot_sweeps(plan, recs, out: pathlib.Path) -> list[str]:
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  from inn_jax.plots import pyplot
+  plt = pyplot()
   from inn_jax import claims
   names = []
   for stage in [s for s in plan["STAGES"] if s["kind"] in ("sweep", "grid")]:

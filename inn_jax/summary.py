@@ -5,10 +5,11 @@
 
 The config is read as train.py reads it (--config path.py[:variant], --config.a.b=value,
 --workdir). Prints the parameters per module and the matmul FLOPs per token
-(inn_jax.train.model_summary) and writes summary.json and summary.md to --out (default: the
-config's workdir, where a run writes them at its start; refused where that holds a run of another
-model). The vocabulary size is --vocab_size, else
-the workdir's vocab.json, else the corpus's (read, or downloaded, as train.py would).
+(inn_jax.train.model_summary), and with --out DIR writes summary.json and summary.md there
+(refused where DIR holds a run of another model; a run writes them into its workdir at its
+start). The vocabulary size is --vocab_size, else the workdir's vocab.json, else the one the
+corpus fixes (text8, enwik8, text8-normalised text: no data read), else the corpus's own (read
+from data.path or, for pydoc, from CPython; never downloaded here).
 Errors of the user's making print one line and exit 2.
 """
 
@@ -45,6 +46,15 @@ def _own_flags(argv) -> tuple[dict, list[str]]:
   return own, rest
 
 
+def known_vocab_size(cfg) -> int | None:
+  """The vocabulary size of config.data without reading any data, where the corpus fixes it
+  (text8, enwik8, anything normalised to text8's 27 symbols); None where the data decides."""
+  if cfg.normalize == "text8":
+    return len(data.TEXT8_ALPHABET)
+  spec = data.CORPORA.get(cfg.name)
+  return spec.fixed_vocab().size if spec is not None and spec.fixed_vocab else None
+
+
 def vocab_size(config, given: str | None) -> int:
   if given is not None:
     try:
@@ -57,6 +67,13 @@ def vocab_size(config, given: str | None) -> int:
   saved = pathlib.Path(config.workdir) / workdir_lib.VOCAB_FILE
   if saved.is_file():
     return data.vocab_from_json(saved.read_text()).size
+  known = known_vocab_size(config.data)
+  if known is not None:
+    return known
+  spec = data.CORPORA[config.data.name]
+  if spec.resources and config.data.path is None:
+    raise ValueError(f"the vocabulary of {config.data.name} depends on its files, which the "
+                     "summary does not download: give --vocab_size N, or data.path to the file.")
   return data.load_corpus(config.data).vocab.size
 
 
@@ -64,16 +81,18 @@ def main(argv=None) -> dict:
   own, rest = _own_flags(sys.argv[1:] if argv is None else argv)
   config = config_lib.from_argv(rest)
   validate.check_config(config, jax.device_count())
-  out = pathlib.Path(own.get("out", config.workdir))
-  saved = workdir_lib.Workdir(out).saved()
-  changed = saved and workdir_lib.changes(saved[0], config, model_only=True)
-  if changed:  # Not over a run's own summary.
-    raise ValueError(f"{out} holds a run of another model ({workdir_lib.describe(changed)}); "
-                     "write this summary elsewhere with --out DIR.")
+  out = pathlib.Path(own["out"]) if "out" in own else None
+  if out is not None:
+    saved = workdir_lib.Workdir(out).saved()
+    changed = saved and workdir_lib.changes(saved[0], config, model_only=True)
+    if changed:  # Not over a run's own summary.
+      raise ValueError(f"{out} holds a run of another model ({workdir_lib.describe(changed)}); "
+                       "write this summary elsewhere with --out DIR.")
   summary = model_summary.summarize(config, vocab_size(config, own.get("vocab_size")))
-  model_summary.write(out, summary)
   print(model_summary.markdown(summary))
-  print(f"wrote {out / model_summary.JSON_FILE} and {out / model_summary.MD_FILE}")
+  if out is not None:
+    model_summary.write(out, summary)
+    print(f"wrote {out / model_summary.JSON_FILE} and {out / model_summary.MD_FILE}")
   return summary
 
 

@@ -6,6 +6,8 @@
 #   bash scripts/setup.sh --fresh DIR      # deletes DIR first and makes it (.ci/run: .venv-ci)
 #   bash scripts/setup.sh --extras [DIR]   # also the pinned extras (requirements-extras.txt):
 #                                          # tfds (TensorFlow Datasets, no TF) and wandb
+#   bash scripts/setup.sh --jax 0.11.2 DIR # the pins, but jax and jaxlib at this version
+#                                          # (.ci/run: .venv-ci-jax0112, the oldest JAX we support)
 #   PYTHON=/path/to/python3.12 bash scripts/setup.sh    # this interpreter
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,12 +15,21 @@ cd "$(dirname "$0")/.."
 
 fresh=0
 extras=0
+jax_version=
 venv=.venv
 while [ $# -gt 0 ]; do
   case "$1" in
     --fresh) fresh=1 ;;
     --extras) extras=1 ;;
-    -*) echo "setup: unknown option $1; usage: bash scripts/setup.sh [--fresh] [--extras] [DIR]" >&2
+    --jax)
+      if [ $# -lt 2 ] || [ -z "$2" ] || [ "${2#-}" != "$2" ]; then
+        echo "setup: --jax takes a version, e.g. --jax 0.11.2" >&2
+        exit 2
+      fi
+      jax_version="$2"
+      shift ;;
+    -*) echo "setup: unknown option $1; usage: bash scripts/setup.sh [--fresh] [--extras]" \
+             "[--jax VERSION] [DIR]" >&2
         exit 2 ;;
     *) venv="$1" ;;
   esac
@@ -39,12 +50,31 @@ fi
 [ -e "$venv" ] || "$py" -m venv "$venv"
 "$venv/bin/python" -m pip install --quiet --upgrade pip
 reqs=(-r requirements.txt)
+if [ -n "$jax_version" ]; then
+  # The same pins with jax and jaxlib at $jax_version, in one install, so that pip reports a pin
+  # that cannot go with that JAX rather than moving it.
+  pins=$(mktemp)
+  trap 'rm -f "$pins"' EXIT
+  sed -E "s/^(jax|jaxlib)==.*/\1==$jax_version/" requirements.txt > "$pins"
+  [ "$(grep -cE "^(jax|jaxlib)==$jax_version\$" "$pins")" = 2 ] || {
+    echo "setup: requirements.txt pins no jax== and jaxlib== lines to replace" >&2; exit 2; }
+  echo "setup: the pinned requirements with jax and jaxlib at $jax_version"
+  reqs=(-r "$pins")
+fi
 # In one install with the base pins, so that an extra cannot move them.
 if [ "$extras" = 1 ]; then reqs+=(-r requirements-extras.txt); fi
 "$venv/bin/python" -m pip install --quiet "${reqs[@]}"
 "$venv/bin/python" -m pip install --quiet --no-deps -e .
 "$venv/bin/python" -c 'import jax, flax; print("setup: jax", jax.__version__, "flax",
                        flax.__version__, jax.devices())'
+if [ -n "$jax_version" ]; then
+  "$venv/bin/python" - "$jax_version" <<'EOF'
+import sys, jax, jaxlib
+want = sys.argv[1]
+if (jax.__version__, jaxlib.__version__) != (want, want):
+  sys.exit(f"setup: asked for jax {want}, got jax {jax.__version__}, jaxlib {jaxlib.__version__}")
+EOF
+fi
 if [ "$extras" = 1 ]; then
   "$venv/bin/python" -c 'import array_record, tensorflow_datasets as tfds, wandb
 print("setup: extras tensorflow_datasets", tfds.__version__, "wandb", wandb.__version__)'

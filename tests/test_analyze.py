@@ -13,6 +13,7 @@ from flax import nnx
 from inn_jax import analyze, data
 from inn_jax.analyze import analyze as run_analysis
 from inn_jax.models import INN, LSTM
+from tests.build import make
 
 TINY = dict(d_model=32, n_layers=2, n_neurons=8, n_heads=4, d_state=4, scan_chunk=4)
 WORDS = ["the", "king", "and", "queen", "of", "a", "to", "be", "or", "not", "that", "is"]
@@ -54,7 +55,7 @@ def trained(tmp_path_factory):
 
 
 def inn(**kw):
-  model = INN(27, **TINY, **kw, rngs=nnx.Rngs(params=0, dropout=1))
+  model = make("inn", 27, **TINY, **kw, rngs=nnx.Rngs(params=0, dropout=1))
   model.eval()
   return model
 
@@ -113,7 +114,7 @@ def test_static_communication_has_no_graph_but_statistics():
 
 def test_only_an_inn_is_analysed():
   with pytest.raises(ValueError, match="study an INN's neurons; this is a LSTM"):
-    run_analysis(LSTM(27, hidden=8, n_layers=1, rngs=nnx.Rngs(0)), tokens())
+    run_analysis(make("lstm", 27, hidden=8, n_layers=1, rngs=nnx.Rngs(0)), tokens())
 
 
 def test_load_restores_the_trained_parameters(trained):

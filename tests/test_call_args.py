@@ -68,7 +68,7 @@ def _unnamed(cache):
 
 def test_cache_of_another_batch_names_the_leaf(built):
   kind, model, cache = built
-  first = {"inn": r"cache\[0\]\.conv_BWE", "mamba": r"cache\[0\]\.conv_BWE",
+  first = {"inn": r"cache\[0\]\.conv_window", "mamba": r"cache\[0\]\.conv_window",
            "lstm": r"cache\[0\]\.h_BU", "transformer": r"cache\.k_BPHK\[0\]"}[kind]
   with pytest.raises(ValueError, match=f"{first} must have shape .* batch 3"):
     model(jnp.zeros((3, 1), jnp.int32), cache=cache)

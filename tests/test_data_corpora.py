@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from inn_jax import data
-from inn_jax.data import testing
-from inn_jax.data.testing import tgz_bytes
+from tests import data_testing as testing
+from tests.data_testing import tgz_bytes
 
 LETTERS = " abcdefghijklmnopqrstuvwxyz"
 FAKE_TEXT8 = "".join(LETTERS[(i * 7 + i // 27) % 27] for i in range(2000))

@@ -7,7 +7,8 @@ import socket
 
 import pytest
 
-from inn_jax.data import download, testing
+from inn_jax.data import download
+from tests import data_testing as testing
 
 DATA = bytes(range(256)) * 40  # 10,240 bytes.
 SHA = hashlib.sha256(DATA).hexdigest()

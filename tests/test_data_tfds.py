@@ -22,7 +22,8 @@ pytest.importorskip("array_record", reason="array_record is not installed (the t
                     "pip install -e \".[tfds]\"")
 
 from inn_jax import data  # noqa: E402
-from inn_jax.data import corpora, testing, tfds_builders  # noqa: E402
+from inn_jax.data import corpora, tfds_builders  # noqa: E402
+from tests import data_testing as testing
 
 FAKE = testing.fake_downloads()
 CHUNK = 64  # Ids a record here: several records a split, the last one shorter.
@@ -219,7 +220,7 @@ def test_config_errors(tmp_path, monkeypatch):
 
 def test_trainer_step_on_a_tfds_dataset(tmp_path, server):
   from inn_jax.train import runner
-  from inn_jax.train import testing as train_testing
+  from tests import tiny as train_testing
   from inn_jax.train import workdir as workdir_lib
   text = testing.zip_bytes({"text8": train_testing.write_corpus(tmp_path / "t.txt").read_text()})
   files = {"/tiny/text8.zip": text}

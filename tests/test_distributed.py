@@ -62,6 +62,7 @@ def run_two_processes(path, workdir, logs, keys=KEYS, sigterm_after=None) -> lis
         p.wait()
 
 
+@pytest.mark.slow
 def test_two_processes_train_as_one_process_with_four_devices(tmp_path):
   path = train_cli.config_file(tmp_path, STEPS)
   one = train_cli.load(path, workdir=tmp_path / "one", **KEYS)

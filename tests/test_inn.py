@@ -13,6 +13,7 @@ import pytest
 from flax import nnx
 
 from inn_jax.models import INN, count_params
+from tests.build import make
 
 TINY = dict(d_model=32, n_layers=2, n_neurons=8, n_heads=4, d_state=4, scan_chunk=4)
 COPIES = dict(neuron_identity="none", neuron_params="shared")  # The paper code's neurons.
@@ -32,18 +33,18 @@ def intermediates(model, x):
 
 
 def test_parameter_count_matches_paper_code():
-  paper = INN(27, neuron_identity="none", neuron_params="shared", embed_init="normal",
+  paper = make("inn", 27, neuron_identity="none", neuron_params="shared", embed_init="normal",
               tie_embeddings=True, rngs=nnx.Rngs(0))
   assert count_params(paper) == 4_219_163
   # Our default: each neuron its own memory, 32 times narrower (16 wide: 32 x 13,680 = 437,760,
   # the shared block's count), and an untied head (D x V).
-  default = INN(27, rngs=nnx.Rngs(0))
+  default = make("inn", 27, rngs=nnx.Rngs(0))
   assert default.layers[0].memory.d_inner == 16
   assert count_params(default) == 4_219_163 + 256 * 27
-  assert count_params(INN(27, neuron_identity="embedding", neuron_params="shared",
+  assert count_params(make("inn", 27, neuron_identity="embedding", neuron_params="shared",
                           rngs=nnx.Rngs(0))) == 4_219_163 + 32 * 256 + 256 * 27
   per_neuron_norms = 6 * (32 - 1) * 2 * 256  # neuron_identity="norm": N gains and biases per layer.
-  assert count_params(INN(27, neuron_identity="norm", neuron_params="shared",
+  assert count_params(make("inn", 27, neuron_identity="norm", neuron_params="shared",
                           tie_embeddings=True, rngs=nnx.Rngs(0))) == 4_219_163 + per_neuron_norms
 
 
@@ -53,14 +54,14 @@ def test_parameter_count_matches_paper_code():
 ])
 def test_parameter_count_of_per_neuron_memories(neuron_params, extra):
   """The paper-code form (4,219,163) plus (N - 1) x the per-neuron parameters of 6 layers."""
-  model = INN(27, neuron_identity="none", neuron_params=neuron_params, expand=2.0,
+  model = make("inn", 27, neuron_identity="none", neuron_params=neuron_params, expand=2.0,
               embed_init="normal", tie_embeddings=True, rngs=nnx.Rngs(0))
   assert count_params(model) == 4_219_163 + extra
 
 
 def test_paper_faithful_neurons_are_copies():
   """neuron_identity='none': in eval mode all N states are equal and attention is exactly 1/N."""
-  model = INN(27, **TINY, **COPIES, rngs=nnx.Rngs(params=0, dropout=1))
+  model = make("inn", 27, **TINY, **COPIES, rngs=nnx.Rngs(params=0, dropout=1))
   model.eval()
   got = intermediates(model, tokens())
   h = got["neurons_BNLD"]
@@ -82,7 +83,7 @@ FORMS_THAT_DIFFER = [(dict(neuron_identity="embedding"), 1e-3),
 @pytest.mark.parametrize("form,least", FORMS_THAT_DIFFER)
 def test_neurons_differ(form, least):
   """Every form but the paper's code: neurons differ, and so does their attention."""
-  model = INN(27, **TINY, **form, rngs=nnx.Rngs(params=0, dropout=1))
+  model = make("inn", 27, **TINY, **form, rngs=nnx.Rngs(params=0, dropout=1))
   model.eval()
   got = intermediates(model, tokens())
   h = got["neurons_BNLD"]
@@ -94,19 +95,19 @@ def test_neurons_differ(form, least):
 def test_paper_faithful_population_equals_a_single_stream():
   """N=8 copies compute exactly what N=1 computes with the same weights: the extra neurons add
   nothing but cost."""
-  many = INN(27, **dict(TINY, n_neurons=8), **COPIES, rngs=nnx.Rngs(0))
-  one = INN(27, **dict(TINY, n_neurons=1), **COPIES, rngs=nnx.Rngs(0))
+  many = make("inn", 27, **dict(TINY, n_neurons=8), **COPIES, rngs=nnx.Rngs(0))
+  one = make("inn", 27, **dict(TINY, n_neurons=1), **COPIES, rngs=nnx.Rngs(0))
   many.eval()
   one.eval()
   x = tokens()
   np.testing.assert_allclose(many(x), one(x), rtol=1e-5, atol=1e-5)
-  default = INN(27, **dict(TINY, n_neurons=8), rngs=nnx.Rngs(0))
+  default = make("inn", 27, **dict(TINY, n_neurons=8), rngs=nnx.Rngs(0))
   default.eval()
   assert np.abs(default(x) - one(x)).max() > 1e-2
 
 
 def initial_loss(**kw):
-  model = INN(27, **dict(TINY, d_model=64), **kw, rngs=nnx.Rngs(0))
+  model = make("inn", 27, **dict(TINY, d_model=64), **kw, rngs=nnx.Rngs(0))
   model.eval()
   logits, targets = model(tokens(4, 32)), tokens(4, 32, seed=1)
   return float(optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean())
@@ -120,7 +121,7 @@ def test_initial_loss_paper_init_vs_default():
 
 
 def test_cache_continues_a_sequence():
-  model = INN(27, **TINY, rngs=nnx.Rngs(0))
+  model = make("inn", 27, **TINY, rngs=nnx.Rngs(0))
   model.eval()
   x = tokens(length=12)
   full = model(x)
@@ -132,8 +133,8 @@ def test_cache_continues_a_sequence():
 @pytest.mark.parametrize("kw", [dict(communication="static"), dict(communication="none"),
                                 dict(norm="algorithm1", neuron_identity="embedding")])
 def test_variants_run_and_differ(kw):
-  base = INN(27, **TINY, rngs=nnx.Rngs(0))
-  variant = INN(27, **TINY, **kw, rngs=nnx.Rngs(0))
+  base = make("inn", 27, **TINY, rngs=nnx.Rngs(0))
+  variant = make("inn", 27, **TINY, **kw, rngs=nnx.Rngs(0))
   base.eval()
   variant.eval()
   x = tokens()
@@ -143,7 +144,7 @@ def test_variants_run_and_differ(kw):
 
 
 def test_static_communication_sends_everyone_the_same_message():
-  model = INN(27, **TINY, communication="static", rngs=nnx.Rngs(0))
+  model = make("inn", 27, **TINY, communication="static", rngs=nnx.Rngs(0))
   comm = model.layers[0].comm
   x_BNLD = jax.random.normal(jax.random.key(0), (2, 8, 5, 32))
   a = comm(x_BNLD)
@@ -164,7 +165,7 @@ def numpy_attention(x_ND, w_in, b_in, w_out, b_out, heads):
 
 
 def test_vmapped_attention_matches_a_numpy_loop_over_batch_and_time():
-  model = INN(27, **TINY, rngs=nnx.Rngs(0))
+  model = make("inn", 27, **TINY, rngs=nnx.Rngs(0))
   comm = model.layers[0].comm
   comm.eval()
   x = np.asarray(jax.random.normal(jax.random.key(0), (2, 8, 3, 32)), np.float64)
@@ -183,7 +184,7 @@ def test_vmapped_attention_matches_a_numpy_loop_over_batch_and_time():
 
 def test_attention_dropout_masks_each_token_on_its_own():
   """Training mode: dropout zeroes attention weights token by token (not one mask for all)."""
-  model = INN(27, **TINY, attn_dropout=0.5, rngs=nnx.Rngs(params=0, dropout=1))
+  model = make("inn", 27, **TINY, attn_dropout=0.5, rngs=nnx.Rngs(params=0, dropout=1))
   comm = model.layers[0].comm
   x = jnp.broadcast_to(jax.random.normal(jax.random.key(0), (1, 8, 1, 32)), (1, 8, 6, 32))
   comm.train()
@@ -196,8 +197,8 @@ def test_attention_dropout_masks_each_token_on_its_own():
 
 
 def test_bfloat16_compute_tracks_float32():
-  f32 = INN(27, **TINY, rngs=nnx.Rngs(0))
-  bf16 = INN(27, **TINY, dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
+  f32 = make("inn", 27, **TINY, rngs=nnx.Rngs(0))
+  bf16 = make("inn", 27, **TINY, dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
   f32.eval()
   bf16.eval()
   x = tokens()
@@ -209,7 +210,7 @@ def test_bfloat16_compute_tracks_float32():
 
 def test_training_mode_dropout_breaks_the_copies():
   """In the paper's code, only attention dropout (train mode) makes neurons differ."""
-  model = INN(27, **TINY, **COPIES, attn_dropout=0.5,
+  model = make("inn", 27, **TINY, **COPIES, attn_dropout=0.5,
               rngs=nnx.Rngs(params=0, dropout=1))
   model.train()
   h = intermediates(model, tokens())["neurons_BNLD"]
@@ -217,24 +218,24 @@ def test_training_mode_dropout_breaks_the_copies():
 
 
 @pytest.mark.parametrize("bad,match", [
-    (dict(neuron_identity="random"), "neuron_identity='random' is not one of"),
-    (dict(norm="post"), "norm='post' is not one of"),
-    (dict(communication="graph"), "communication='graph'"),
+    (dict(neuron_identity="random"), "model.neuron_identity='random' must be one of"),
+    (dict(norm="post"), "model.norm='post' must be one of"),
+    (dict(communication="graph"), "model.communication='graph' must be one of"),
     (dict(n_heads=5), "n_heads=5 must divide d_model=32"),
     (dict(norm="algorithm1", neuron_identity="norm"), "needs norm='pre'"),
-    (dict(neuron_params="some"), "neuron_params='some' is not one of"),
-    (dict(remat=True), "remat=True is not one of"),
+    (dict(neuron_params="some"), "model.neuron_params='some' must be one of"),
+    (dict(remat=True), "model.remat=True must be one of"),
 ])
 def test_bad_options(bad, match):
   with pytest.raises(ValueError, match=match):
-    INN(27, **{**TINY, **bad}, rngs=nnx.Rngs(0))
+    make("inn", 27, **{**TINY, **bad}, rngs=nnx.Rngs(0))
 
 
 @functools.cache
 def _compiled_grads(remat: str, dropout: float, kw: tuple):
   """(f, params, rest) of one model; f(params, rest, seed) traces the dropout seed, so that the
   seeds of one model share a compilation."""
-  model = INN(27, **TINY, attn_dropout=dropout, remat=remat, **dict(kw),
+  model = make("inn", 27, **TINY, attn_dropout=dropout, remat=remat, **dict(kw),
               rngs=nnx.Rngs(params=0, dropout=1))
   model.train()
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
@@ -264,6 +265,7 @@ def assert_same(a, b):
   chex.assert_trees_all_close(a[1], b[1], rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_remat_changes_memory_not_results():
   plain = _train_grads("none")
   assert_same(_train_grads("layer"), plain)  # The same dropout masks, recomputed.
@@ -281,8 +283,8 @@ def test_remat_changes_memory_not_results():
 @pytest.mark.parametrize("remat", ["layer", "rows"])
 def test_remat_keeps_less_for_the_backward_pass(remat):
   def temp_bytes(remat):
-    model = INN(27, d_model=32, n_layers=4, n_neurons=8, n_heads=4, d_state=4, scan_chunk=16,
-                remat=remat, rngs=nnx.Rngs(0))
+    model = make("inn", 27, d_model=32, n_layers=4, n_neurons=8, n_heads=4, d_state=4,
+                 scan_chunk=16, remat=remat, rngs=nnx.Rngs(0))
     model.eval()
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     x = tokens(batch=4, length=128)

@@ -9,6 +9,7 @@ from flax import nnx
 
 from inn_jax.models import build_model, count_params, model_config
 from inn_jax.models.lstm import LSTM, LSTMLayer
+from tests.build import make
 
 V = 11
 
@@ -37,7 +38,7 @@ def numpy_layer(layer, x, h, c):
 
 
 def small(d_embed=None, tie=True, dropout=0.0, n_layers=2, seed=0):
-  model = LSTM(V, hidden=8, n_layers=n_layers, d_embed=d_embed, dropout=dropout,
+  model = make("lstm", V, hidden=8, n_layers=n_layers, d_embed=d_embed, dropout=dropout,
                tie_embeddings=tie, rngs=nnx.Rngs(seed))
   model.eval()
   return model
@@ -50,7 +51,7 @@ def test_parameter_count_matches_torch(d_embed, tie):
 
 
 def test_paper_size_count():
-  model = nnx.eval_shape(lambda: LSTM(27, rngs=nnx.Rngs(0)))
+  model = nnx.eval_shape(lambda: make("lstm", 27, rngs=nnx.Rngs(0)))
   assert count_params(model) == torch_lstm_count(27, 512, 512, 3, True) == 6_317_595
 
 
@@ -147,7 +148,7 @@ def test_dropout_switches():
 
 
 def test_bfloat16_runs():
-  model = LSTM(V, hidden=8, n_layers=2, dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
+  model = make("lstm", V, hidden=8, n_layers=2, dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
   logits, cache = model(jnp.zeros((2, 3), jnp.int32), return_cache=True)
   assert logits.dtype == jnp.float32 and cache[0].c_BU.dtype == jnp.float32
   assert np.isfinite(np.asarray(logits)).all()
@@ -162,4 +163,4 @@ def test_build_model():
 @pytest.mark.parametrize("kw", [{"n_layers": 0}, {"dropout": 1.0}, {"embed_init": "xavier"}])
 def test_bad_options_raise(kw):
   with pytest.raises(ValueError):
-    LSTM(V, hidden=8, **kw, rngs=nnx.Rngs(0))
+    make("lstm", V, hidden=8, **kw, rngs=nnx.Rngs(0))

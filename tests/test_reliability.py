@@ -36,7 +36,7 @@ import pytest
 
 import train
 from inn_jax import data
-from inn_jax.train import loop, optimizer, runner
+from inn_jax.train import checkpoint, loop, optimizer, runner
 from tests import train_cli
 
 NOBODY = 65534  # The uid that a root test process takes on to meet file permissions.
@@ -230,7 +230,7 @@ def _truncate(step_dir, state):
 def _flip(step_dir, state):
   """Silent corruption (a bad disk or copy): valid files whose array data differs in one bit
   from what the run saved; Orbax's files carry no checksum of their own."""
-  leaves, treedef = jax.tree.flatten(jax.device_get(state))
+  leaves, treedef = jax.tree.flatten(checkpoint.plain(jax.device_get(state)))  # As saved.
   i = max(range(len(leaves)), key=lambda i: leaves[i].size)
   leaves[i] = np.array(leaves[i])
   leaves[i].view(np.uint32).flat[leaves[i].size // 2] ^= 1 << 20

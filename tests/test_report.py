@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from inn_jax import report
-from inn_jax.train import runner, testing
+from inn_jax.train import runner
+from tests import tiny as testing
 from tests import train_cli
 
 SEEDS = (0, 1)

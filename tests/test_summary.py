@@ -11,7 +11,8 @@ from flax import nnx
 from inn_jax import bench
 from inn_jax import summary as summary_tool
 from inn_jax.train import config as config_lib
-from inn_jax.train import flops, model_summary, testing
+from inn_jax.train import flops, model_summary
+from tests import tiny as testing
 from tests import train_cli
 
 
@@ -145,5 +146,19 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
       default=list))
   err = train_cli.exits_with_one_line(
       summary_tool.cli, ["--config", str(train_cli.config_file(tmp_path, steps=2)),
-                         "--vocab_size", "9"], capsys)
+                         "--vocab_size", "9", "--out", str(tmp_path / "workdir")], capsys)
   assert "model.n_layers: 5 -> 2" in err and "--out" in err
+
+
+def test_a_text8_summary_needs_no_download_and_writes_nothing(tmp_path, monkeypatch, capsys):
+  """Offline, with text8 nowhere on disk: its vocabulary (27) is known, and without --out the
+  summary only prints."""
+  monkeypatch.setenv("INN_JAX_CACHE", str(tmp_path / "empty-cache"))
+  monkeypatch.chdir(tmp_path)
+  got = summary_tool.main(["--config", "text8:inn_paper", "--config.model.n_layers=1"])
+  # The embedding of a 27-symbol vocabulary: the tied table and the head's bias.
+  assert got["params"]["modules"]["embed"] == 27 * 256 + 27
+  assert list(tmp_path.iterdir()) == []  # No workdirs/, no cache: nothing written.
+  assert "wrote" not in capsys.readouterr().out
+  err = train_cli.exits_with_one_line(summary_tool.cli, ["--config", "ptb:lstm"], capsys)
+  assert "give --vocab_size N" in err

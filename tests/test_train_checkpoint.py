@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from inn_jax.train import checkpoint, runner, testing
+from inn_jax.train import checkpoint, runner
+from tests import tiny as testing
 
 
 def test_eval_mode_and_incompatible_restore(tmp_path):

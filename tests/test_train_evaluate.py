@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from inn_jax.train import evaluate, runner, testing
+from inn_jax.train import evaluate, runner
+from tests import tiny as testing
 from inn_jax.train.log import per_token
 
 

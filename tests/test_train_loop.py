@@ -11,7 +11,8 @@ import pytest
 
 from inn_jax.models import model_config
 from inn_jax.ops import scan
-from inn_jax.train import loop, memory, optimizer, runner, testing
+from inn_jax.train import loop, memory, optimizer, runner
+from tests import tiny as testing
 
 
 def quick(tmp_path, name, steps=6, **train):
@@ -33,6 +34,7 @@ def train_losses(workdir):
   return {r["step"]: r["loss"] for r in rows if r["split"] == "train"}
 
 
+@pytest.mark.slow
 def test_stop_and_resume_equals_uninterrupted(tmp_path):
   whole = quick(tmp_path, "whole", save_every=3)
   runner.train(whole)
@@ -106,6 +108,7 @@ def _fitting(config, microbatches, budget):
                                    r.compiler_options)
 
 
+@pytest.mark.slow
 def test_automatic_microbatches_take_the_fewest_that_fit(tmp_path):
   config = quick(tmp_path, "auto", steps=1)
   config.data.batch_size = 16  # 4 devices: 1, 2 or 4 micro-batches.

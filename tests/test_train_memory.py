@@ -46,6 +46,7 @@ def test_a_fixed_count_ignores_the_fast_target_and_fails_when_it_does_not_fit():
     memory.fit(fake_compile(need), (8, 256), 1, 1, 16 * GIB, key="k", shrink="s", fast=3 * GIB)
 
 
+@pytest.mark.slow
 def test_paper_inn_one_batch_step_fits_a_quarter_of_the_reference():
   """The paper's INN (default form, float32) trained on 8 x 256 as ONE batch with remat "rows":
   XLA's memory estimate of the compiled train step is at most 3 GiB, so that with the runtime's

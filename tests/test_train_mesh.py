@@ -19,7 +19,8 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from inn_jax.models import build_model
-from inn_jax.train import loop, mesh as mesh_lib, optimizer, runner, testing
+from inn_jax.train import loop, mesh as mesh_lib, optimizer, runner
+from tests import tiny as testing
 from inn_jax.train.config import base_config, paper_model
 from tests.trees import assert_trees_close
 

@@ -8,7 +8,8 @@ import pytest
 from flax import nnx
 
 from inn_jax.models import build_model
-from inn_jax.train import optimizer, testing
+from inn_jax.train import optimizer
+from tests import tiny as testing
 from inn_jax.train.config import base_config, paper_model
 
 # torch 2.13.0: OneCycleLR(AdamW(lr=4e-4), max_lr=4e-4, total_steps=T), defaults otherwise;

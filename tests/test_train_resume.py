@@ -11,7 +11,8 @@ import shutil
 
 import pytest
 
-from inn_jax.train import loop, memory, runner, testing, validate, workdir
+from inn_jax.train import loop, memory, runner, validate, workdir
+from tests import tiny as testing
 from tests import train_cli
 from tests.train_cli import assert_same_run, step_dirs
 
@@ -56,6 +57,7 @@ def test_a_changed_config_is_refused_naming_each_key_before_compiling(tmp_path):
   assert sha(w / "config.json") == saved  # Not rewritten.
 
 
+@pytest.mark.slow
 def test_keys_that_cannot_change_the_results_may_differ(tmp_path):
   path, config = stopped_run(tmp_path / "a", steps=6, stop_at=3)
   moved = tmp_path / "b"
@@ -74,6 +76,7 @@ def assert_state_equal(a, b):
   train_cli.assert_bitwise_equal(train_cli.restore(a)[0], train_cli.restore(b)[0])
 
 
+@pytest.mark.slow
 def test_allow_changes_resumes_and_records_the_change(tmp_path):
   path, config = stopped_run(tmp_path, steps=6, stop_at=2)
   w = pathlib.Path(config.workdir)
@@ -121,6 +124,7 @@ def _step_bytes(config, ks) -> dict:
   return need
 
 
+@pytest.mark.slow
 def test_the_microbatch_count_chosen_at_the_first_start_is_reused(tmp_path, monkeypatch,
                                                                    capsys):
   path = config_file(tmp_path, 4)

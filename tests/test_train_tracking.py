@@ -76,7 +76,7 @@ def test_hparams_summary_and_flops(tmp_path):
 
 
 def test_hparams_values_are_scalars_or_strings(tmp_path):
-  from inn_jax.train import testing
+  from tests import tiny as testing
   c = testing.tiny_config(tmp_path)
   got = tracking.hparams(c, {"resolved.train.microbatches": 2, "train.keep": None})
   assert got["resolved.train.microbatches"] == 2 and got["train.keep"] == "None"
@@ -154,6 +154,7 @@ def wandb_offline(tmp_path, monkeypatch):
   return root
 
 
+@pytest.mark.slow
 def test_wandb_offline_run_resumes_with_the_same_id(tmp_path, wandb_offline):
   path = train_cli.config_file(tmp_path, steps=4, mesh_data=1)
   overrides = dict(log__wandb="true", log__wandb_project="inn-test")

@@ -7,7 +7,8 @@ import sys
 import pytest
 
 from inn_jax import data
-from inn_jax.train import loop, runner, testing, validate
+from inn_jax.train import loop, runner, validate
+from tests import tiny as testing
 
 
 def set_(config, key, value):

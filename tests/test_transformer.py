@@ -10,6 +10,7 @@ from flax import nnx
 
 from inn_jax.models import build_model, count_params, model_config
 from inn_jax.models.transformer import Attention, Transformer, sinusoid
+from tests.build import make
 
 V = 11
 
@@ -21,8 +22,8 @@ def transformer_count(vocab, d, n_layers, d_ff, tie):
 
 
 def small(dropout=0.0, seed=0, **kw):
-  model = Transformer(V, d_model=8, n_layers=2, n_heads=2, d_ff=12, dropout=dropout, max_len=16,
-                      rngs=nnx.Rngs(seed), **kw)
+  model = make("transformer", V, d_model=8, n_layers=2, n_heads=2, d_ff=12, dropout=dropout,
+               max_len=16, rngs=nnx.Rngs(seed), **kw)
   model.eval()
   return model
 
@@ -33,7 +34,7 @@ def test_parameter_count_matches_formula(tie):
 
 
 def test_paper_size_count():
-  model = nnx.eval_shape(lambda: Transformer(27, rngs=nnx.Rngs(0)))
+  model = nnx.eval_shape(lambda: make("transformer", 27, rngs=nnx.Rngs(0)))
   assert count_params(model) == transformer_count(27, 256, 6, 1024, True) == 4_746_011
 
 
@@ -147,7 +148,7 @@ def test_dropout_switches():
 
 
 def test_bfloat16_runs():
-  model = Transformer(V, d_model=8, n_layers=1, n_heads=2, d_ff=12, max_len=8,
+  model = make("transformer", V, d_model=8, n_layers=1, n_heads=2, d_ff=12, max_len=8,
                       dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
   logits = model(jnp.zeros((2, 3), jnp.int32))
   assert logits.dtype == jnp.float32 and np.isfinite(np.asarray(logits)).all()
@@ -163,7 +164,7 @@ def test_build_model():
 @pytest.mark.parametrize("kw", [{"n_heads": 3}, {"activation": "swish"}, {"dropout": -0.1}])
 def test_bad_options_raise(kw):
   with pytest.raises(ValueError):
-    Transformer(V, d_model=8, **{"n_heads": 2, **kw}, rngs=nnx.Rngs(0))
+    make("transformer", V, d_model=8, **{"n_heads": 2, **kw}, rngs=nnx.Rngs(0))
 
 
 def test_jitted_overflow_gives_nan():

@@ -12,12 +12,13 @@ import numpy as np
 from absl.testing import parameterized
 from flax import nnx
 
-from inn_jax.nn import Communication, MambaBlock
+from inn_jax.nn import Communication, CommunicationConfig, MambaBlock
 from inn_jax.ops import selective_scan
 from tests.test_inn import numpy_attention
 from tests.test_mamba import neuron_slice, numpy_block, params
 from tests.test_scan import make_inputs, numpy_population, numpy_scan, population_inputs
 from tests.trees import assert_trees_close
+from tests.build import block as mamba_block
 
 BF16 = jnp.bfloat16
 # (name, inputs, chunk): a padded last chunk (7 = 2 x 3 + 1), a single step, bfloat16 inputs,
@@ -109,13 +110,13 @@ class MambaBlockVariantsTest(chex.TestCase):
   @parameterized.named_parameters(*MAMBA_CASES)
   def test_matches_numpy(self, d_model, d_state, shape, chunk, neuron_params):
     n_neurons = shape[1] if neuron_params != "shared" else None
-    block = MambaBlock(d_model, d_state=d_state, scan_chunk=chunk, n_neurons=n_neurons,
+    block = mamba_block(d_model, d_state=d_state, scan_chunk=chunk, n_neurons=n_neurons,
                        neuron_params=neuron_params, rngs=nnx.Rngs(0))
     graphdef, state = nnx.split(block)
     x = jax.random.normal(jax.random.key(1), shape)
     y, cache = self.variant(lambda s, x: nnx.merge(graphdef, s)(x, return_cache=True))(state, x)
     lead = shape[:-2]
-    assert y.shape == shape and cache.ssm_BES.shape == (*lead, block.d_inner, d_state)
+    assert y.shape == shape and cache.ssm_state.shape == (*lead, block.d_inner, d_state)
     p = params(block)
     ref = lambda p, x: numpy_block(p, x, block.d_conv, block.dt_rank, d_state)
     if neuron_params == "shared":  # Leading axes are just more rows: fold them.
@@ -140,7 +141,8 @@ class CommunicationVariantsTest(chex.TestCase):
   @chex.variants(with_jit=True, without_jit=True)
   @parameterized.named_parameters(*COMM_CASES)
   def test_matches_numpy(self, kind, neurons, length, d_model, heads):
-    comm = Communication(d_model, kind=kind, n_heads=heads, dropout=0.5, rngs=nnx.Rngs(0))
+    comm = Communication(d_model, CommunicationConfig(kind=kind, n_heads=heads, dropout=0.5),
+                         rngs=nnx.Rngs(0))
     comm.eval()
     graphdef, state = nnx.split(comm)
     x = np.asarray(jax.random.normal(jax.random.key(2), (2, neurons, length, d_model)),

@@ -17,7 +17,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 _CONFIG = '''"""A tiny run on a generated text file (written by tests/train_cli.py)."""
 
-from inn_jax.train import testing
+from tests import tiny as testing
 
 
 def get_config(variant=None):

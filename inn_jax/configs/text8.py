@@ -15,8 +15,9 @@ LSTM has).
 Text vs code. The model follows the paper's code (pre-norm; Algorithm 1's post-norm is
 model.norm="algorithm1"). `_paper` variants are the code's form: identical neurons, a head tied to
 an N(0, 1) embedding, weight decay on every parameter (PyTorch's AdamW default 0.01).
-Our default form gives each neuron a learned identity, scales the embedding, unties the head and
-does not decay norms, biases or embeddings. OneCycleLR uses PyTorch's defaults, beta1 cycling
+Our default form gives each neuron its own memory (neuron_params="full", each 2 x d_model / N
+wide: the shared Mamba's parameters; no identity vector), scales the embedding, unties the head
+and does not decay norms, biases or embeddings. OneCycleLR uses PyTorch's defaults, beta1 cycling
 included.
 
 Not stated by the paper: batch size, sequence length and training length. We use 32 x 256

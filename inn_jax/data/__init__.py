@@ -8,13 +8,15 @@
 
 Modules: config (keys and defaults), download (cache, atomic checked downloads), sources (local
 paths, archives), corpora (registry, load_corpus), vocab, text (normalisation, the offline pydoc
-corpus), batching, testing (a local HTTP server for tests); tfds_builders (the optional tfds extra:
+corpus), batching; tfds_builders (the optional tfds extra:
 TFDS datasets of the corpora, read with data.source='tfds'; not imported here).
 """
 
 from inn_jax.data.batching import EvalBatches, TrainStream, eval_batches, validate
 from inn_jax.data.config import default_data_config
-from inn_jax.data.corpora import CORPORA, Corpus, load_corpus, split_fractions
+from inn_jax.data.corpora import CORPORA, Corpus, from_arrays as corpus_from_arrays
+from inn_jax.data.corpora import split_fractions
+from inn_jax.data.loading import load_corpus
 from inn_jax.data.download import cache_root
 from inn_jax.data.text import normalize_text8, pydoc_text
 from inn_jax.data.vocab import (TEXT8_ALPHABET, ByteVocab, CharVocab, OutOfVocabularyError,
@@ -22,6 +24,7 @@ from inn_jax.data.vocab import (TEXT8_ALPHABET, ByteVocab, CharVocab, OutOfVocab
 
 __all__ = [
     "CORPORA", "TEXT8_ALPHABET", "ByteVocab", "CharVocab", "Corpus", "EvalBatches",
+    "corpus_from_arrays",
     "OutOfVocabularyError", "TrainStream", "WordVocab", "cache_root", "default_data_config",
     "eval_batches", "load_corpus", "normalize_text8", "pydoc_text", "split_fractions", "validate",
     "vocab_from_json",

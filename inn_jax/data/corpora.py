@@ -223,8 +223,8 @@ def _cached_tokens(spec: Spec, files, cfg, name: str):
   return vocab, np.load(path, mmap_mode="r", allow_pickle=False), path
 
 
-def _from_tfds(cfg):
-  """tfds_builders.read(cfg), after the checks that the data.source='tfds' path applies."""
+def _from_tfds(cfg, read_tfds):
+  """read_tfds(cfg), after the checks that the data.source='tfds' path applies."""
   if cfg.name not in TFDS_DATASETS:
     raise ValueError(f"data.name={cfg.name!r} has no TFDS builder, so data.source='tfds' does not "
                      f"apply to it; set data.source='native' (TFDS datasets: {TFDS_DATASETS}).")
@@ -233,17 +233,20 @@ def _from_tfds(cfg):
     raise ValueError(f"data.{given[0]} does not apply with data.source='tfds', which reads the "
                      f"prepared dataset in data.tfds_data_dir; unset it (it is an option of "
                      f"preparing: python -m inn_jax.data.tfds_builders --help).")
-  from inn_jax.data import tfds_builders  # The optional extra: imported only when asked for.
-  return tfds_builders.read(cfg)
+  if read_tfds is None:
+    raise ValueError("data.source='tfds': load through inn_jax.data.load_corpus, which reads "
+                     "TFDS datasets (inn_jax/data/loading.py).")
+  return read_tfds(cfg)
 
 
-def load_corpus(cfg) -> Corpus:
+def load(cfg, read_tfds=None) -> Corpus:
   """Loads, checks and splits dataset ``cfg.name`` (``cfg``: config.data; default_data_config()).
 
   Raises FileNotFoundError (missing file, no network: the message says where to put the file) or
   ValueError (bad config, checksum, truncated or corrupt archive, empty file, characters outside the
   vocabulary) before any model work; nothing partial is left in the cache. data.source='tfds'
-  reads the same ids from a prepared TFDS dataset instead (inn_jax/data/tfds_builders.py).
+  reads the same ids from a prepared TFDS dataset with `read_tfds` (tfds_builders.read: passed in
+  by inn_jax.data.load_corpus, so that this module does not import the optional extra).
   """
   cfg = config_lib.resolve(cfg, CORPORA)
   spec = CORPORA[cfg.name]
@@ -262,7 +265,7 @@ def load_corpus(cfg) -> Corpus:
                      f"{(ignored or ['path'])[0]} does not apply to it; unset it.")
   files, tokens_cache = None, None
   if cfg.source == "tfds":
-    vocab, parts, source, sha256 = _from_tfds(cfg)
+    vocab, parts, source, sha256 = _from_tfds(cfg, read_tfds)
   else:
     files = sources.Files(cfg.name, spec.resources, spec.members, cfg) if spec.members else None
     if spec.fixed_vocab is not None:
@@ -285,4 +288,27 @@ def load_corpus(cfg) -> Corpus:
               sizes={s: int(len(parts[s])) for s in SPLITS}, vocab_size=vocab.size,
               normalize=cfg.normalize, split=tuple(cfg.split), max_chars=cfg.max_chars,
               tokens_cache=str(tokens_cache) if tokens_cache else None)
+  return Corpus(parts["train"], parts["valid"], parts["test"], vocab, level, meta)
+
+
+def from_arrays(train, valid, test, vocab, *, level: str = "char", name: str = "arrays") -> Corpus:
+  """A corpus of token ids in memory: three 1-D integer arrays and their vocabulary (a
+  CharVocab, ByteVocab or WordVocab, or a string of symbols for a CharVocab of them)."""
+  if isinstance(vocab, str):
+    vocab = vocab_lib.CharVocab(list(vocab))
+  if not all(hasattr(vocab, a) for a in ("size", "encode", "decode", "to_json")):
+    raise TypeError(f"vocab must be a vocabulary (inn_jax.data.CharVocab, ...) or a string of "
+                    f"symbols, got {type(vocab).__name__}.")
+  parts = {}
+  for split, ids in zip(SPLITS, (train, valid, test)):
+    ids = np.asarray(ids)
+    if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer) or len(ids) < 2:
+      raise ValueError(f"the {split} ids must be a 1-D integer array of 2 or more tokens, got "
+                       f"shape {ids.shape} of {ids.dtype}.")
+    if ids.min() < 0 or ids.max() >= vocab.size:
+      raise ValueError(f"the {split} ids must lie in [0, {vocab.size}) (the vocabulary's size), "
+                       f"got {int(ids.min())}..{int(ids.max())}.")
+    parts[split] = ids
+  meta = dict(name=name, level=level, source=["arrays in memory"], sha256=None,
+              sizes={s: int(len(parts[s])) for s in SPLITS}, vocab_size=vocab.size)
   return Corpus(parts["train"], parts["valid"], parts["test"], vocab, level, meta)

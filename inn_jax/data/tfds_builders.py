@@ -6,7 +6,7 @@
 
 Builders (registered in TFDS on import; TFDS's catalog has none of these names): text8, enwik8,
 ptb_word, ptb_char, wikitext2_char (configs 'none' and 'text8', its data.normalize). Each prepares
-through the project's own loader (corpora.load_corpus: the same download, checksums, splits and
+through the project's own loader (corpora.load: the same download, checksums, splits and
 vocabulary), so the ids read back are the native loader's, and writes array_record in order
 (disable_shuffling: TFDS would shuffle the records of a split otherwise). TFDS's manual dir
 (`tfds build --manual_dir DIR`), when it holds one of the dataset's files, is read as data.path.
@@ -19,7 +19,7 @@ memory); array_record's compression makes 25 MB of it. The dataset's metadata (m
 holds the vocabulary (vocab.to_json() as an object), level, tokens and sha256 of the ids of each
 split, and where the text came from, so a reader gets the same symbols and can check what it read.
 
-``read(cfg)`` is the data.source='tfds' path of corpora.load_corpus.
+``read(cfg)`` is the data.source='tfds' path of inn_jax.data.load_corpus.
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ class _CorpusBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     if config.get("path") is None and (manual := self._manual_path(dl_manager)):
       config["path"] = manual
     normalize = self.builder_config.name if self.builder_config else "none"
-    corpus = corpora.load_corpus({**config, "name": self.name, "normalize": normalize})
+    corpus = corpora.load({**config, "name": self.name, "normalize": normalize})
     if corpus.vocab.size - 1 > np.iinfo(self.DTYPE).max:
       raise ValueError(f"{self.name}: a vocabulary of {corpus.vocab.size} symbols does not fit the "
                        f"builder's {np.dtype(self.DTYPE).name} ids; it is not {self.name}.")

@@ -13,6 +13,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
+
+from inn_jax.nn.dropout import has_stream
 
 
 def check_tokens(model: str, tokens_BL) -> None:
@@ -58,3 +61,24 @@ def _first_difference(got: list[str], want: list[str]) -> str:
     if g != w:
       return f"{g} where {w} belongs"
   return f"without {want[len(got)]}" if len(got) < len(want) else f"with an extra {got[len(want)]}"
+
+
+def dropout_rngs(model: str, rngs, dropouts, deterministic):
+  """The call's dropout randomness as nnx.Rngs (a key becomes nnx.Rngs(dropout=key), created
+  inside the caller's trace, so drawing from it mutates nothing outside), or None to use the
+  modules' own streams. Raises, naming the fixes, when a dropout would run with no randomness:
+  training mode, a positive rate, no `rngs` and a model built without a "dropout" stream."""
+  if rngs is not None:
+    if isinstance(rngs, jax.Array):
+      return nnx.Rngs(dropout=rngs)
+    if isinstance(rngs, nnx.Rngs) and has_stream(rngs, "dropout"):
+      return rngs
+    raise TypeError(f"{model}: rngs must be a jax random key or nnx.Rngs with a 'dropout' "
+                    f"stream, got {type(rngs).__name__}.")
+  for d in dropouts:
+    off = d.deterministic if deterministic is None else deterministic
+    if d.rate > 0 and not off and d.rngs is None:
+      raise ValueError(f"{model}: dropout (rate {d.rate}) is on but the model has no 'dropout' "
+                       "stream: pass rngs=<key> to the call, build it with nnx.Rngs(params=..., "
+                       "dropout=...), or turn dropout off (model.eval() or deterministic=True).")
+  return None

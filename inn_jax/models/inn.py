@@ -28,36 +28,124 @@ with `"full"` each neuron's memory is N times narrower (2 * d_model / N wide).
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import typing
+from typing import ClassVar, Literal
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from inn_jax import sharding
+from inn_jax import sharding, typed
 from inn_jax.models import call_args
-from inn_jax.nn import NEURON_PARAMS, Communication, Embedder, LayerNorm, MambaBlock, neurons
+from inn_jax.nn import (Communication, CommunicationConfig, Embedder, LayerNorm, MambaBlock,
+                        MambaConfig, neurons)
+from inn_jax.nn.embed import EmbedInit
 
-NEURON_IDENTITIES = ("embedding", "norm", "none")
-NORMS = ("pre", "algorithm1")
+NeuronIdentity = Literal["embedding", "norm", "none"]
+Norm = Literal["pre", "algorithm1"]
 # What the backward pass keeps (the rest is recomputed): "none" keeps everything; "layer" each
 # layer's input; "rows" each sub-layer's input, recomputing it remat_rows batch rows (per device)
 # at a time, so that one slice's intermediates are alive at once.
-REMATS = ("none", "layer", "rows")
+Remat = Literal["none", "layer", "rows"]
+NEURON_IDENTITIES, NORMS, REMATS = (typing.get_args(t) for t in (NeuronIdentity, Norm, Remat))
+
+
+@dataclasses.dataclass(frozen=True)
+class INNConfig(typed.Config):
+  """An INN (Algorithm 1, Eq. 1). Presets: `INNConfig.paper_code()` (the paper's code, exactly:
+  4,219,163 parameters with vocabulary 27) and the Table 3 rows `no_comm()`, `static_comm()`.
+
+  Attributes:
+    d_model: D, the width of every neuron's stream.
+    n_layers: layers of (memory, communication).
+    n_neurons: N, the population.
+    memory: each neuron's memory (MambaConfig); expand=None sizes it to one shared Mamba's
+      parameters (with neuron_params="full" each neuron 2 D / N wide).
+    communication: how the neurons talk (CommunicationConfig); kind "none" has no sub-layer.
+    neuron_identity: "none"; "embedding" (a learned vector per neuron added at replication) or
+      "norm" (each neuron its own LayerNorm gain and bias before its memory).
+    norm: "pre" (the paper's code: LN before each sub-layer) or "algorithm1" (the text).
+    tie_embeddings: the head is the embedding's transpose.
+    embed_init: "scaled" (N(0, 1/D) x sqrt(D), near-uniform first logits) or "normal" (the
+      paper's code: N(0, 1)).
+    remat: what the backward pass keeps (REMATS); remat_rows: rows per slice for "rows".
+    dtype: compute dtype (parameters and the scan state stay float32).
+  """
+  d_model: int = 256
+  n_layers: int = 6
+  n_neurons: int = 32
+  memory: MambaConfig = MambaConfig(expand=None, neuron_params="full")
+  communication: CommunicationConfig = CommunicationConfig()
+  neuron_identity: NeuronIdentity = "none"
+  norm: Norm = "pre"
+  tie_embeddings: bool = False
+  embed_init: EmbedInit = "scaled"
+  remat: Remat = "none"
+  remat_rows: int = 1
+  dtype: typed.DType = "float32"
+
+  # The command line's flat keys (config.model.<key>) of the nested fields.
+  FLAT: ClassVar[dict] = {
+      "d_state": ("memory", "d_state"), "d_conv": ("memory", "d_conv"),
+      "expand": ("memory", "expand"), "dt_rank": ("memory", "dt_rank"),
+      "scan_method": ("memory", "scan_method"), "scan_chunk": ("memory", "scan_chunk"),
+      "neuron_params": ("memory", "neuron_params"), "communication": ("communication", "kind"),
+      "n_heads": ("communication", "n_heads"), "attn_dropout": ("communication", "dropout")}
+
+  def check(self):
+    typed.positive("INNConfig", d_model=self.d_model, n_layers=self.n_layers,
+                   n_neurons=self.n_neurons, remat_rows=self.remat_rows)
+    if self.communication.kind != "none" and self.d_model % self.communication.n_heads:
+      raise ValueError(f"INNConfig: communication.n_heads={self.communication.n_heads} must "
+                       f"divide d_model={self.d_model}.")
+    if self.norm == "algorithm1" and self.neuron_identity == "norm":
+      raise ValueError("INNConfig: neuron_identity='norm' needs norm='pre' (Algorithm 1 has no "
+                       "LayerNorm before the memory to make per-neuron).")
+
+  @classmethod
+  def paper_code(cls, **changes) -> INNConfig:
+    """The official code's INN: one shared Mamba per layer (expand 2), identical neurons, a
+    head tied to an N(0, 1) embedding; N=32, 6 layers, width 256, d_state 16."""
+    base = cls(memory=MambaConfig(expand=2.0, neuron_params="shared"), tie_embeddings=True,
+               embed_init="normal")
+    return dataclasses.replace(base, **changes)
+
+  @classmethod
+  def no_comm(cls, **changes) -> INNConfig:
+    """Table 3's No-Communication: the memory only."""
+    return cls(**changes).replace(communication=CommunicationConfig(kind="none"))
+
+  @classmethod
+  def static_comm(cls, **changes) -> INNConfig:
+    """Table 3's Static-Communication: every neuron receives the mean message."""
+    return cls(**changes).replace(communication=CommunicationConfig(kind="static"))
+
+  @property
+  def memory_expand(self) -> float:
+    """The memory's expand: config.memory.expand, or the parameter-matched width (None)."""
+    if self.memory.expand is not None:
+      return self.memory.expand
+    if self.memory.neuron_params == "full":
+      return max(1, round(2 * self.d_model / self.n_neurons)) / self.d_model
+    return 2.0
 
 
 class NeuronLayer(nnx.Module):
   """One INN layer on h_BNLD: each neuron updates its memory, then the neurons exchange messages."""
 
-  def __init__(self, d_model: int, n_neurons: int, *, communication: str, n_heads: int,
-               attn_dropout: float, norm: str, per_neuron_norm: bool, mamba_kw: dict, dtype,
-               rngs: nnx.Rngs):
-    self.norm = norm
+  def __init__(self, config: INNConfig, *, rngs: nnx.Rngs):
+    d_model, n_neurons, dtype = config.d_model, config.n_neurons, jnp.dtype(config.dtype)
+    self.norm = config.norm
+    per_neuron_norm = config.neuron_identity == "norm"
     self.memory_norm = (LayerNorm(d_model, n_neurons=n_neurons if per_neuron_norm else None,
-                                  rngs=rngs) if norm == "pre" else None)
-    self.memory = MambaBlock(d_model, **mamba_kw, n_neurons=n_neurons, dtype=dtype, rngs=rngs)
-    has_comm = communication != "none"
+                                  rngs=rngs) if self.norm == "pre" else None)
+    self.memory = MambaBlock(d_model, config.memory.replace(expand=config.memory_expand),
+                             n_neurons=n_neurons, dtype=dtype, rngs=rngs)
+    has_comm = config.communication.kind != "none"
     self.comm_norm = LayerNorm(d_model) if has_comm else None
-    self.comm = (Communication(d_model, kind=communication, n_heads=n_heads,
-                               dropout=attn_dropout, dtype=dtype, rngs=rngs)
+    self.comm = (Communication(d_model, config.communication, dtype=dtype, rngs=rngs)
                  if has_comm else None)
 
   def remember(self, h_BNLD, cache=None):
@@ -67,66 +155,63 @@ class NeuronLayer(nnx.Module):
                                   cache=cache, return_cache=True)
       return sharding.population(h_BNLD + m_BNLD), cache
 
-  def communicate(self, h_BNLD, dropout_key=None):
-    """The communication sub-layer: h + Comm(LN(h)) (Algorithm 1: h + LN(Comm(h)))."""
+  def communicate(self, h_BNLD, deterministic=None, rngs=None):
+    """The communication sub-layer: h + Comm(LN(h)) (Algorithm 1: h + LN(Comm(h)));
+    `deterministic` and `rngs` (a key, or nnx.Rngs) go to its dropout."""
     if self.comm is None:
       return h_BNLD
     with jax.named_scope("communication"):
+      kw = dict(deterministic=deterministic, rngs=rngs)
       if self.norm == "pre":
-        a_BNLD = self.comm(self.comm_norm(h_BNLD), dropout_key=dropout_key)
+        a_BNLD = self.comm(self.comm_norm(h_BNLD), **kw)
       else:
-        a_BNLD = self.comm_norm(self.comm(h_BNLD, dropout_key=dropout_key))
+        a_BNLD = self.comm_norm(self.comm(h_BNLD, **kw))
       return sharding.population(h_BNLD + a_BNLD)
 
-  def __call__(self, h_BNLD, cache=None, *, remat: str = "none", remat_rows: int = 1):
+  def __call__(self, h_BNLD, cache=None, *, remat: str = "none", remat_rows: int = 1,
+               deterministic=None, rngs=None):
     if remat == "none" or cache is not None:
       h_BNLD, cache = self.remember(h_BNLD, cache)
-      return self.communicate(h_BNLD), cache
+      return self.communicate(h_BNLD, deterministic, rngs), cache
+    run = functools.partial(_rematerialised, self, deterministic=deterministic, rngs=rngs)
     if remat == "layer":
-      return _rematerialised(self, lambda m, h, key: m.communicate(m.remember(h)[0], key),
-                             h_BNLD, remat_rows=0), None
-    h_BNLD = _rematerialised(self, lambda m, h, key: m.remember(h)[0], h_BNLD, remat_rows)
-    return _rematerialised(self, lambda m, h, key: m.communicate(h, key), h_BNLD,
-                           remat_rows), None
+      return run(lambda m, h, key: m.communicate(m.remember(h)[0], deterministic, key), h_BNLD,
+                 remat_rows=0), None
+    h_BNLD = run(lambda m, h, key: m.remember(h)[0], h_BNLD, remat_rows)
+    return run(lambda m, h, key: m.communicate(h, deterministic, key), h_BNLD, remat_rows), None
 
 
 class INN(nnx.Module):
-  """A population of N Mamba neurons that talk through attention: tokens_BL -> logits_BLV."""
+  """A population of N Mamba neurons that talk through attention: tokens_BL -> logits_BLV.
 
-  def __init__(self, vocab_size: int, *, d_model: int = 256, n_layers: int = 6,
-               n_neurons: int = 32, n_heads: int = 4, d_state: int = 16, d_conv: int = 4,
-               expand: float | None = None, dt_rank: int | str = "auto",
-               neuron_identity: str = "none", neuron_params: str = "full",
-               communication: str = "attention", norm: str = "pre", attn_dropout: float = 0.1,
-               tie_embeddings: bool = False, embed_init: str = "scaled",
-               scan_method: str = "auto", scan_chunk: int = 64, remat: str = "none",
-               remat_rows: int = 1, dtype=jnp.float32, rngs: nnx.Rngs):
-    for name, value, options in (("neuron_identity", neuron_identity, NEURON_IDENTITIES),
-                                 ("neuron_params", neuron_params, tuple(NEURON_PARAMS)),
-                                 ("norm", norm, NORMS), ("remat", remat, REMATS)):
-      if value not in options:
-        raise ValueError(f"INN: {name}={value!r} is not one of {options}.")
-    if norm == "algorithm1" and neuron_identity == "norm":
-      raise ValueError("INN: neuron_identity='norm' needs norm='pre' (Algorithm 1 has no "
-                       "LayerNorm before the memory to make per-neuron).")
-    if expand is None:
-      expand = max(1, round(2 * d_model / n_neurons)) / d_model if neuron_params == "full" else 2.0
-    self.n_neurons = n_neurons
-    self.embed = Embedder(vocab_size, d_model, init=embed_init, tie=tie_embeddings, dtype=dtype,
-                          rngs=rngs)
-    self.neuron_embed_ND = (neurons.param(jax.random.normal, rngs.params(), (d_model,), n_neurons)
-                            if neuron_identity == "embedding" else None)
-    mamba_kw = dict(d_state=d_state, d_conv=d_conv, expand=expand, dt_rank=dt_rank,
-                    scan_method=scan_method, scan_chunk=scan_chunk, neuron_params=neuron_params)
-    self.layers = nnx.List([
-        NeuronLayer(d_model, n_neurons, communication=communication, n_heads=n_heads,
-                    attn_dropout=attn_dropout, norm=norm,
-                    per_neuron_norm=neuron_identity == "norm", mamba_kw=mamba_kw, dtype=dtype,
-                    rngs=rngs) for _ in range(n_layers)])
+  Args:
+    config: INNConfig.
+    vocab_size: V.
+    rngs: nnx.Rngs with a "params" stream, and a "dropout" stream unless every call that
+      trains passes its own `rngs` (or the dropout rate is 0).
+
+  Call: see __call__. `init_cache(batch, max_len=None)` gives an empty recurrent state.
+  """
+
+  is_recurrent: ClassVar[bool] = True  # A state carried from window to window (evaluation).
+
+  def __init__(self, config: INNConfig, vocab_size: int, *, rngs: nnx.Rngs):
+    if not isinstance(config, INNConfig):
+      raise TypeError(f"INN(config, vocab_size, *, rngs): config must be an INNConfig, got "
+                      f"{type(config).__name__}.")
+    self.config, self.n_neurons = config, config.n_neurons
+    d_model, dtype = config.d_model, jnp.dtype(config.dtype)
+    self.embed = Embedder(vocab_size, d_model, init=config.embed_init,
+                          tie=config.tie_embeddings, dtype=dtype, rngs=rngs)
+    self.neuron_embed_ND = (neurons.param(jax.random.normal, rngs.params(), (d_model,),
+                                          config.n_neurons)
+                            if config.neuron_identity == "embedding" else None)
+    self.layers = nnx.List([NeuronLayer(config, rngs=rngs) for _ in range(config.n_layers)])
     self.final_norm = LayerNorm(d_model)
-    self.record, self.remat, self.remat_rows = False, remat, remat_rows
+    self.record, self.remat, self.remat_rows = False, config.remat, config.remat_rows
 
-  def init_cache(self, batch_size: int):
+  def init_cache(self, batch_size: int, max_len: int | None = None):
+    """An empty state for `batch_size` rows (max_len: any length; unused by a recurrent state)."""
     return [layer.memory.init_cache((batch_size, self.n_neurons)) for layer in self.layers]
 
   def capture(self, on: bool = True):
@@ -136,19 +221,29 @@ class INN(nnx.Module):
       if layer.comm is not None:
         layer.comm.record = on
 
-  def __call__(self, tokens_BL, *, cache=None, return_cache: bool = False):
-    """logits_BLV, or (logits_BLV, cache) with return_cache; `cache` (init_cache(batch), or
-    one a call returned) continues an earlier call. Arguments: inn_jax.models.call_args."""
+  def __call__(self, tokens_BL, *, cache=None, deterministic: bool | None = None, rngs=None,
+               return_cache: bool = False):
+    """logits_BLV, or (logits_BLV, cache) with return_cache.
+
+    Args:
+      tokens_BL: (batch, length) integer ids.
+      cache: init_cache(batch), or one a call returned: continues an earlier call.
+      deterministic: True turns dropout off, False on; None follows model.train() / eval().
+      rngs: dropout randomness for this call, a jax key or nnx.Rngs (one "dropout" draw per
+        site); None uses the model's own stream. Passing keys keeps the call pure, so jax.grad
+        over nnx.split state works in training mode.
+      return_cache: also return the state after the last token.
+    """
     call_args.check_tokens("INN", tokens_BL)
     if cache is not None:
       call_args.check_cache("INN", cache, lambda: self.init_cache(tokens_BL.shape[0]),
                             tokens_BL.shape[0])
+    rngs = call_args.dropout_rngs("INN", rngs, self._dropouts(), deterministic)
     # Named scopes in the paper's words (embed, layer_k/memory, layer_k/communication, head),
     # so that a profiler trace reads like Algorithm 1.
     with jax.named_scope("embed"):
       x_BLD = self.embed.encode(tokens_BL)
-      h_BNLD = jnp.broadcast_to(x_BLD[:, None],
-                                (x_BLD.shape[0], self.n_neurons, *x_BLD.shape[1:]))
+      h_BNLD = sharding.replicate(x_BLD, self.n_neurons)
       if self.neuron_embed_ND is not None:
         h_BNLD = h_BNLD + neurons.per_step(self.neuron_embed_ND).astype(h_BNLD.dtype)
       h_BNLD = sharding.population(h_BNLD)
@@ -158,26 +253,35 @@ class INN(nnx.Module):
     for k, (layer, layer_cache) in enumerate(zip(self.layers, cache)):
       with jax.named_scope(f"layer_{k}"):
         h_BNLD, layer_cache = layer(h_BNLD, layer_cache, remat=remat,
-                                    remat_rows=self.remat_rows)
+                                    remat_rows=self.remat_rows, deterministic=deterministic,
+                                    rngs=rngs)
       new_cache.append(layer_cache)
       if self.record:  # Neuron states per layer, for the activation analyses (A.2, Figure 4).
         self.sow(nnx.Intermediate, "neurons_BNLD", h_BNLD)
     with jax.named_scope("head"):
-      y_BLD = h_BNLD.mean(axis=1)
+      y_BLD = sharding.population_mean(h_BNLD)
       logits_BLV = self.embed.decode(self.final_norm(y_BLD))
     return (logits_BLV, new_cache) if return_cache else logits_BLV
 
+  def _dropouts(self):
+    return [layer.comm.dropout for layer in self.layers if layer.comm is not None]
 
-def _rematerialised(layer: NeuronLayer, fn, h_BNLD, remat_rows: int):
-  """fn(layer, h, dropout_key) with only h kept for the backward pass (N-fold activations are
+
+def _rematerialised(layer: NeuronLayer, fn, h_BNLD, remat_rows: int, *, deterministic=None,
+                    rngs=None):
+  """fn(layer, h, key) with only h kept for the backward pass (N-fold activations are
   the INN's memory bottleneck). remat_rows > 0 computes it over slices of the batch, remat_rows
   rows per device each (rows j, j + k, ... as memory.split_rows: no data moves between
   devices), one slice at a time, each with its own dropout masks."""
   graphdef, state = nnx.split(layer)
-  # One draw from the layer's stream, outside the recomputed function: the recomputation sees
-  # the same key, so the same masks.
-  key = (layer.comm.dropout.rngs() if layer.comm is not None and layer.comm.dropout.rngs
-         is not None and not layer.comm.dropout.deterministic else None)
+  # One draw from the call's keys or the layer's stream, outside the recomputed function: the
+  # recomputation sees the same key, so the same masks.
+  drop = layer.comm.dropout if layer.comm is not None else None
+  active = drop is not None and drop.rate > 0 and not (
+      drop.deterministic if deterministic is None else deterministic)
+  key = None
+  if active:
+    key = rngs.dropout() if rngs is not None else drop.rngs() if drop.rngs is not None else None
 
   @jax.checkpoint
   def run(state, h_BNLD, key):

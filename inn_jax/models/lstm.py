@@ -10,15 +10,19 @@ d_embed-wide vectors.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from inn_jax import typed
 from inn_jax.models import call_args
 from inn_jax.nn import Embedder
+from inn_jax.nn.embed import EmbedInit
+from inn_jax.nn.dropout import dropout as dropout_layer
 
 
 class LSTMCache(NamedTuple):
@@ -63,47 +67,82 @@ class LSTMLayer(nnx.Module):
     return jnp.swapaxes(h_LBU, 0, 1).astype(self.dtype), cache
 
 
+@dataclasses.dataclass(frozen=True)
+class LSTMConfig(typed.Config):
+  """The LSTM (Table 2's baseline; the paper's 3 x 512 by default).
+
+  Attributes:
+    hidden: U; n_layers: stacked layers; d_embed: the embedding width (None: U, no projection;
+      a tied head is then exactly the usual one); dropout: on the inputs of layers 2..n (as
+      nn.LSTM's); tie_embeddings, embed_init: as INNConfig's; scan_unroll: lax.scan's unroll of
+      the time loop (speed only); dtype: compute dtype.
+  """
+  hidden: int = 512
+  n_layers: int = 3
+  d_embed: int | None = None
+  dropout: float = 0.1
+  tie_embeddings: bool = True
+  embed_init: EmbedInit = "scaled"
+  scan_unroll: int = 1
+  dtype: typed.DType = "float32"
+
+  FLAT: ClassVar[dict] = {}
+
+  def check(self):
+    typed.positive("LSTMConfig", hidden=self.hidden, n_layers=self.n_layers,
+                   scan_unroll=self.scan_unroll)
+    if self.d_embed is not None:
+      typed.positive("LSTMConfig", d_embed=self.d_embed)
+    typed.rate("LSTMConfig", dropout=self.dropout)
+
+
 class LSTM(nnx.Module):
   """embed -> n_layers x LSTM (dropout between layers, as nn.LSTM) -> [proj] -> head.
 
-  d_embed=None means d_embed = hidden (no projection; a tied head is then exactly the usual one).
-  Dropout acts only on the inputs of layers 2..n_layers (none with one layer), as nn.LSTM's.
-  scan_unroll is lax.scan's unroll of the time loop (a speed knob; results are unchanged).
+  Args: config (LSTMConfig), vocab_size (V), rngs (nnx.Rngs: "params", and "dropout" unless the
+  calls that train pass rngs). Call: as INN's.
   """
 
-  def __init__(self, vocab_size: int, *, hidden: int = 512, n_layers: int = 3,
-               d_embed: int | None = None, dropout: float = 0.1, tie_embeddings: bool = True,
-               embed_init: str = "scaled", scan_unroll: int = 1, dtype=jnp.float32,
-               rngs: nnx.Rngs):
-    if n_layers < 1 or hidden < 1:
-      raise ValueError(f"LSTM: n_layers={n_layers} and hidden={hidden} must be >= 1.")
-    if not 0.0 <= dropout < 1.0:
-      raise ValueError(f"LSTM: dropout={dropout} must be in [0, 1).")
-    d_embed = hidden if d_embed is None else d_embed
+  is_recurrent: ClassVar[bool] = True
+
+  def __init__(self, config: LSTMConfig, vocab_size: int, *, rngs: nnx.Rngs):
+    if not isinstance(config, LSTMConfig):
+      raise TypeError(f"LSTM(config, vocab_size, *, rngs): config must be an LSTMConfig, got "
+                      f"{type(config).__name__}.")
+    self.config = config
+    hidden, n_layers, dropout = config.hidden, config.n_layers, config.dropout
+    tie_embeddings, embed_init = config.tie_embeddings, config.embed_init
+    scan_unroll, dtype = config.scan_unroll, jnp.dtype(config.dtype)
+    d_embed = hidden if config.d_embed is None else config.d_embed
     self.embed = Embedder(vocab_size, d_embed, init=embed_init, tie=tie_embeddings, dtype=dtype,
                           rngs=rngs)
     self.layers = nnx.List([
         LSTMLayer(d_embed if i == 0 else hidden, hidden, scan_unroll=scan_unroll, dtype=dtype,
                   rngs=rngs) for i in range(n_layers)])
-    self.dropout = nnx.Dropout(dropout, rngs=rngs)
+    self.dropout = dropout_layer(dropout, rngs)
     self.proj = (None if d_embed == hidden else
                  nnx.Linear(hidden, d_embed, use_bias=False, dtype=dtype, rngs=rngs))
 
-  def init_cache(self, batch_size: int) -> list[LSTMCache]:
+  def init_cache(self, batch_size: int, max_len: int | None = None) -> list[LSTMCache]:
+    """An empty state for `batch_size` rows (max_len unused: the state has a fixed size)."""
     return [layer.init_cache(batch_size) for layer in self.layers]
 
-  def __call__(self, tokens_BL, *, cache=None, return_cache: bool = False):
+  def __call__(self, tokens_BL, *, cache=None, deterministic: bool | None = None, rngs=None,
+               return_cache: bool = False):
     """logits_BLV, or (logits_BLV, cache) with return_cache; `cache` (init_cache(batch), or
-    one a call returned) continues an earlier call. Arguments: inn_jax.models.call_args."""
+    one a call returned) continues an earlier call; deterministic, rngs: as INN's.
+    Arguments: inn_jax.models.call_args."""
     call_args.check_tokens("LSTM", tokens_BL)
     if cache is not None:
       call_args.check_cache("LSTM", cache, lambda: self.init_cache(tokens_BL.shape[0]),
                             tokens_BL.shape[0])
+    rngs = call_args.dropout_rngs("LSTM", rngs, [self.dropout], deterministic)
+    drop = lambda x: self.dropout(x, deterministic=deterministic, rngs=rngs)
     x_BLD = self.embed.encode(tokens_BL)
     cache = cache if cache is not None else self.init_cache(tokens_BL.shape[0])
     new_cache = []
     for i, (layer, layer_cache) in enumerate(zip(self.layers, cache)):
-      x_BLD, layer_cache = layer(self.dropout(x_BLD) if i else x_BLD, layer_cache)
+      x_BLD, layer_cache = layer(drop(x_BLD) if i else x_BLD, layer_cache)
       new_cache.append(layer_cache)
     if self.proj is not None:
       x_BLD = self.proj(x_BLD)

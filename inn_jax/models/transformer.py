@@ -17,19 +17,29 @@ raises; under jit (counter traced) its logits are NaN.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import NamedTuple
+import typing
+from typing import ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from inn_jax import typed
 from inn_jax.models import call_args
 from inn_jax.nn import Embedder, LayerNorm
+from inn_jax.nn.embed import EmbedInit
+from inn_jax.nn.dropout import dropout as dropout_layer
 
 ACTIVATIONS = {"gelu": lambda x: jax.nn.gelu(x, approximate=False), "relu": jax.nn.relu}
+Activation = typing.Literal["gelu", "relu"]
 # PyTorch's default Linear init, U(+-1/sqrt(fan_in)).
 _torch_init = nnx.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
+
+
+def _module_dropout(module, x):
+  return module(x)
 
 
 class KVCache(NamedTuple):
@@ -62,10 +72,11 @@ class Attention(nnx.Module):
     self.qkv = nnx.Linear(d_model, 3 * d_model, dtype=dtype, rngs=rngs,
                           kernel_init=nnx.initializers.xavier_uniform())
     self.out = nnx.Linear(d_model, d_model, dtype=dtype, rngs=rngs, kernel_init=_torch_init)
-    self.dropout = nnx.Dropout(dropout, rngs=rngs)
+    self.dropout = dropout_layer(dropout, rngs)
 
-  def __call__(self, x_BLD, k_BPHK, v_BPHK, pos):
-    """Writes this call's keys/values at `pos` (if a cache is given) and attends causally."""
+  def __call__(self, x_BLD, k_BPHK, v_BPHK, pos, drop=_module_dropout):
+    """Writes this call's keys/values at `pos` (if a cache is given) and attends causally;
+    drop(module, x) applies a dropout module as the call asks (default: its own mode)."""
     batch, length, width = x_BLD.shape
     qkv = self.qkv(x_BLD).reshape(batch, length, 3, self.n_heads, width // self.n_heads)
     q_BLHK, k_BLHK, v_BLHK = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
@@ -80,7 +91,7 @@ class Attention(nnx.Module):
     seen_LP = jnp.arange(k_BPHK.shape[1])[None, :] <= (pos + jnp.arange(length))[:, None]
     # Masked entries get probability exactly 0 (exp(-inf)); every row sees at least itself.
     w_BHLP = jax.nn.softmax(jnp.where(seen_LP, logits_BHLP, -jnp.inf), axis=-1)
-    w_BHLP = self.dropout(w_BHLP).astype(self.dtype)
+    w_BHLP = drop(self.dropout, w_BHLP).astype(self.dtype)
     o_BLHK = jnp.einsum("bhlt,bthk->blhk", w_BHLP, v_BPHK.astype(self.dtype))
     return self.out(o_BLHK.reshape(batch, length, width)), k_BPHK, v_BPHK
 
@@ -96,34 +107,70 @@ class Block(nnx.Module):
     self.ffn_in = nnx.Linear(d_model, d_ff, dtype=dtype, rngs=rngs, kernel_init=_torch_init)
     self.ffn_out = nnx.Linear(d_ff, d_model, dtype=dtype, rngs=rngs, kernel_init=_torch_init)
     self.act = ACTIVATIONS[activation]
-    self.dropout = nnx.Dropout(dropout, rngs=rngs)
+    self.dropout = dropout_layer(dropout, rngs)
 
-  def __call__(self, x_BLD, k_BPHK, v_BPHK, pos):
-    a_BLD, k_BPHK, v_BPHK = self.attn(self.attn_norm(x_BLD), k_BPHK, v_BPHK, pos)
-    x_BLD = x_BLD + self.dropout(a_BLD)
-    f_BLD = self.ffn_out(self.dropout(self.act(self.ffn_in(self.ffn_norm(x_BLD)))))
-    return x_BLD + self.dropout(f_BLD), k_BPHK, v_BPHK
+  def __call__(self, x_BLD, k_BPHK, v_BPHK, pos, drop=_module_dropout):
+    a_BLD, k_BPHK, v_BPHK = self.attn(self.attn_norm(x_BLD), k_BPHK, v_BPHK, pos, drop)
+    x_BLD = x_BLD + drop(self.dropout, a_BLD)
+    f_BLD = self.ffn_out(drop(self.dropout, self.act(self.ffn_in(self.ffn_norm(x_BLD)))))
+    return x_BLD + drop(self.dropout, f_BLD), k_BPHK, v_BPHK
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerConfig(typed.Config):
+  """The Transformer (Table 2's baseline: 6 layers, 4 heads, d_model 256, d_ff 1024).
+
+  Attributes:
+    d_model: D (even, divisible by n_heads); n_layers; n_heads: H; d_ff: F; dropout: one rate
+    for embeddings, attention weights, the FFN and both sub-layer outputs; activation: the FFN's;
+    max_len: positions a cache holds by default; tie_embeddings, embed_init: as INNConfig's;
+    dtype: compute dtype.
+  """
+  d_model: int = 256
+  n_layers: int = 6
+  n_heads: int = 4
+  d_ff: int = 1024
+  dropout: float = 0.1
+  activation: Activation = "gelu"
+  max_len: int = 1024
+  tie_embeddings: bool = True
+  embed_init: EmbedInit = "scaled"
+  dtype: typed.DType = "float32"
+
+  FLAT: ClassVar[dict] = {}
+
+  def check(self):
+    typed.positive("TransformerConfig", d_model=self.d_model, n_layers=self.n_layers,
+                   n_heads=self.n_heads, d_ff=self.d_ff, max_len=self.max_len)
+    typed.rate("TransformerConfig", dropout=self.dropout)
+    if self.d_model % self.n_heads or self.d_model % 2:
+      raise ValueError(f"TransformerConfig: d_model={self.d_model} must be even and divisible "
+                       f"by n_heads={self.n_heads}.")
 
 
 class Transformer(nnx.Module):
-  """Causal pre-LN Transformer with sinusoidal positions: tokens_BL -> logits_BLV."""
+  """Causal pre-LN Transformer with sinusoidal positions: tokens_BL -> logits_BLV.
 
-  def __init__(self, vocab_size: int, *, d_model: int = 256, n_layers: int = 6, n_heads: int = 4,
-               d_ff: int = 1024, dropout: float = 0.1, activation: str = "gelu",
-               max_len: int = 1024, tie_embeddings: bool = True, embed_init: str = "scaled",
-               dtype=jnp.float32, rngs: nnx.Rngs):
-    if d_model % n_heads or d_model % 2:
-      raise ValueError(f"Transformer: d_model={d_model} must be even and divisible by "
-                       f"n_heads={n_heads}.")
-    if activation not in ACTIVATIONS:
-      raise ValueError(f"Transformer: activation={activation!r} is not one of "
-                       f"{sorted(ACTIVATIONS)}.")
-    if not 0.0 <= dropout < 1.0:
-      raise ValueError(f"Transformer: dropout={dropout} must be in [0, 1).")
+  Args: config (TransformerConfig), vocab_size (V), rngs (nnx.Rngs: "params", and "dropout"
+  unless the calls that train pass rngs). Call: as INN's; a cache is a KV cache of
+  init_cache(batch, max_len) positions.
+  """
+
+  is_recurrent: ClassVar[bool] = False  # A KV cache is not a state carried between windows.
+
+  def __init__(self, config: TransformerConfig, vocab_size: int, *, rngs: nnx.Rngs):
+    if not isinstance(config, TransformerConfig):
+      raise TypeError(f"Transformer(config, vocab_size, *, rngs): config must be a "
+                      f"TransformerConfig, got {type(config).__name__}.")
+    self.config = config
+    d_model, n_layers, n_heads, d_ff = config.d_model, config.n_layers, config.n_heads, config.d_ff
+    dropout, activation, max_len = config.dropout, config.activation, config.max_len
+    tie_embeddings, embed_init, dtype = (config.tie_embeddings, config.embed_init,
+                                         jnp.dtype(config.dtype))
     self.d_model, self.n_heads, self.max_len, self.dtype = d_model, n_heads, max_len, dtype
     self.embed = Embedder(vocab_size, d_model, init=embed_init, tie=tie_embeddings, dtype=dtype,
                           rngs=rngs)
-    self.dropout = nnx.Dropout(dropout, rngs=rngs)
+    self.dropout = dropout_layer(dropout, rngs)
     self.blocks = nnx.List([Block(d_model, n_heads, d_ff, dropout, activation, dtype=dtype,
                                   rngs=rngs) for _ in range(n_layers)])
     self.final_norm = LayerNorm(d_model)
@@ -135,11 +182,14 @@ class Transformer(nnx.Module):
                           for _ in self.blocks)
     return KVCache(zeros(), zeros(), jnp.zeros((), jnp.int32))
 
-  def __call__(self, tokens_BL, *, cache: KVCache | None = None, return_cache: bool = False):
+  def __call__(self, tokens_BL, *, cache: KVCache | None = None,
+               deterministic: bool | None = None, rngs=None, return_cache: bool = False):
     """logits_BLV, or (logits_BLV, cache) with return_cache; `cache` (init_cache(batch), or
-    one a call returned) continues at its position counter. Arguments:
-    inn_jax.models.call_args (a cache of any number of positions P)."""
+    one a call returned) continues at its position counter; deterministic, rngs: as INN's.
+    Arguments: inn_jax.models.call_args (a cache of any number of positions P)."""
     call_args.check_tokens("Transformer", tokens_BL)
+    rngs = call_args.dropout_rngs("Transformer", rngs, self._dropouts(), deterministic)
+    drop = lambda module, x: module(x, deterministic=deterministic, rngs=rngs)
     batch, length = tokens_BL.shape
     if cache is not None:
       call_args.check_cache("Transformer", cache,
@@ -154,12 +204,12 @@ class Transformer(nnx.Module):
       raise ValueError(f"Transformer: positions up to {end} exceed max_len={limit}; raise the "
                        "model's max_len (or pass max_len to init_cache).")
     x_BLD = self.embed.encode(tokens_BL)
-    x_BLD = self.dropout(x_BLD + sinusoid(pos + jnp.arange(length), self.d_model).astype(
+    x_BLD = drop(self.dropout, x_BLD + sinusoid(pos + jnp.arange(length), self.d_model).astype(
         x_BLD.dtype))
     ks, vs = [], []
     for i, block in enumerate(self.blocks):
       k_BPHK, v_BPHK = (None, None) if cache is None else (cache.k_BPHK[i], cache.v_BPHK[i])
-      x_BLD, k_BPHK, v_BPHK = block(x_BLD, k_BPHK, v_BPHK, pos)
+      x_BLD, k_BPHK, v_BPHK = block(x_BLD, k_BPHK, v_BPHK, pos, drop)
       ks.append(k_BPHK)
       vs.append(v_BPHK)
     logits_BLV = self.embed.decode(self.final_norm(x_BLD))
@@ -168,3 +218,6 @@ class Transformer(nnx.Module):
     if not return_cache:
       return logits_BLV
     return logits_BLV, KVCache(tuple(ks), tuple(vs), pos + length)
+
+  def _dropouts(self):
+    return [self.dropout] + [d for b in self.blocks for d in (b.dropout, b.attn.dropout)]

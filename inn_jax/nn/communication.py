@@ -9,13 +9,39 @@ backward pass), the only exchange the attention needs.
 
 from __future__ import annotations
 
+import dataclasses
+import typing
+from typing import Literal
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from inn_jax import sharding
+from inn_jax import sharding, typed
+from inn_jax.nn.dropout import dropout as dropout_layer
 
-COMMUNICATIONS = ("attention", "static", "none")
+CommunicationKind = Literal["attention", "static", "none"]
+COMMUNICATIONS = typing.get_args(CommunicationKind)
+
+
+@dataclasses.dataclass(frozen=True)
+class CommunicationConfig(typed.Config):
+  """How the neurons of one token talk (Eq. 1's sum over j).
+
+  Attributes:
+    kind: "attention" (learned multi-head attention across the neurons, the paper's), "static"
+      (every neuron receives the mean message: Table 3's Static-Communication) or "none" (no
+      communication sub-layer: Table 3's No-Communication).
+    n_heads: H, attention heads (must divide d_model).
+    dropout: dropout on the attention weights (PyTorch's nn.MultiheadAttention).
+  """
+  kind: CommunicationKind = "attention"
+  n_heads: int = 4
+  dropout: float = 0.1
+
+  def check(self):
+    typed.positive("CommunicationConfig", n_heads=self.n_heads)
+    typed.rate("CommunicationConfig", dropout=self.dropout)
 
 
 def attend(q_nHK, kv_N2HK, keep_nHN=None):
@@ -47,10 +73,19 @@ class Communication(nnx.Module):
     attention weights), so parameter counts match the paper's code.
   kind="static": the Static-Communication ablation: the same value and output projections, but
     fixed uniform routing (every neuron receives the mean message); nothing learns whom to hear.
+
+  Args:
+    d_model: D, the neurons' width.
+    config: CommunicationConfig (kind "attention" or "static"; "none" builds no sub-layer).
+    dtype: compute dtype.
+    rngs: nnx.Rngs with "params" (and "dropout", or pass rngs= to the call, for training).
+
+  Call: x_BNLD -> a_BNLD; `deterministic` and `rngs` as nnx.Dropout's.
   """
 
-  def __init__(self, d_model: int, *, kind: str = "attention", n_heads: int = 4,
-               dropout: float = 0.1, dtype=jnp.float32, rngs: nnx.Rngs):
+  def __init__(self, d_model: int, config: CommunicationConfig = CommunicationConfig(), *,
+               dtype=jnp.float32, rngs: nnx.Rngs):
+    kind, n_heads, dropout = config.kind, config.n_heads, config.dropout
     if kind not in ("attention", "static"):
       raise ValueError(f"communication={kind!r}: Communication takes 'attention' or 'static' "
                        "('none' means the INN has no communication sub-layer).")
@@ -63,19 +98,21 @@ class Communication(nnx.Module):
     self.out_proj = nnx.Linear(d_model, d_model, dtype=dtype, rngs=rngs,
                                kernel_init=nnx.initializers.variance_scaling(
                                    1 / 3, "fan_in", "uniform"))
-    self.dropout = nnx.Dropout(dropout, rngs=rngs)
+    self.dropout = dropout_layer(dropout, rngs)
 
-  def __call__(self, x_BNLD, *, dropout_key=None):
-    """a_BNLD; dropout_key, if given, draws the dropout masks instead of the module's stream."""
+  def __call__(self, x_BNLD, *, deterministic: bool | None = None, rngs=None):
+    """a_BNLD. deterministic: dropout off (True) or on (False; None: the module's mode); rngs:
+    a key or nnx.Rngs for this call's dropout masks instead of the module's stream."""
     if self.kind == "static":
       return self.out_proj(over_tokens(static)(self.in_proj(x_BNLD)))
     batch, n, length, width = x_BNLD.shape
     heads = lambda a: a.reshape(batch, n, length, -1, self.n_heads, width // self.n_heads)
     qkv = heads(self.in_proj(x_BNLD))  # (B, N, L, 3, H, K)
     keep_BNLHN = None
-    if not self.dropout.deterministic and self.dropout.rate > 0:
+    off = self.dropout.deterministic if deterministic is None else deterministic
+    if not off and self.dropout.rate > 0:
       keep_BNLHN = self.dropout(jnp.ones((batch, n, length, self.n_heads, n), jnp.float32),
-                                rngs=dropout_key)
+                                deterministic=False, rngs=rngs)
     o_BNLHK, w_BNLHN = _exchange(qkv[:, :, :, 0], qkv[:, :, :, 1:], keep_BNLHN)
     if self.record:  # For the connectivity analysis (Figure 3); off in training.
       w_THNN = jnp.moveaxis(w_BNLHN, 1, 3).reshape(batch * length, self.n_heads, n, n)

@@ -1,12 +1,16 @@
 """Token embedding and output head (tied or untied), shared by every model."""
 
 import math
+import typing
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-EMBED_INITS = ("scaled", "normal")
+from inn_jax import sharding
+
+EmbedInit = typing.Literal["scaled", "normal"]
+EMBED_INITS = typing.get_args(EmbedInit)
 
 
 class Embedder(nnx.Module):
@@ -19,6 +23,10 @@ class Embedder(nnx.Module):
   A tied head with a residual stream that carries the input embedding favours predicting the
   input token. The head bias starts at zero, or (init="normal") U(+-1/sqrt(D)) as the paper's
   nn.Linear head.
+
+  Args:
+    vocab_size: V. d_model: D. init: "scaled" or "normal" (above). tie: the head is the table's
+      transpose. head_bias: a bias on the logits. dtype: compute dtype. rngs: "params".
   """
 
   def __init__(self, vocab_size: int, d_model: int, *, init: str = "scaled", tie: bool = True,
@@ -40,7 +48,7 @@ class Embedder(nnx.Module):
     self.bias_V = nnx.Param(bias()) if head_bias else None
 
   def encode(self, tokens_BL):
-    return (self.table_VD[...][tokens_BL] * self.scale).astype(self.dtype)
+    return (sharding.take_rows(self.table_VD[...], tokens_BL) * self.scale).astype(self.dtype)
 
   def decode(self, x_BLD):
     w_DV = self.table_VD[...].T if self.head_DV is None else self.head_DV[...]

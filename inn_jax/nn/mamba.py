@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from inn_jax import sharding, typed
 from inn_jax.nn import neurons
-from inn_jax.ops import selective_scan
+from inn_jax.ops import ScanMethod, selective_scan
 
 # PyTorch's default Linear/Conv init (kaiming_uniform with a=sqrt(5)) is U(+-1/sqrt(fan_in)).
 _torch_init = nnx.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
@@ -22,38 +24,90 @@ NEURON_PARAMS = {
 }
 
 
+NeuronParams = Literal["shared", "ssm", "full"]
+
+
+@dataclasses.dataclass(frozen=True)
+class MambaConfig(typed.Config):
+  """The memory: one Mamba v1 block (upstream mamba_ssm's options and initialisation).
+
+  Attributes:
+    d_state: S, the SSM state size per channel.
+    d_conv: W, the causal depthwise convolution's width.
+    expand: E = expand x d_model, the inner width. None (INN only): parameter-matched, each
+      neuron's memory 2 x d_model / N wide with neuron_params="full", else 2.
+    dt_rank: R, the rank of the time-step projection; "auto" is ceil(d_model / 16).
+    dt_min, dt_max, dt_init_floor: the time steps' initial range (upstream's).
+    scan_method: how the selective scan runs (inn_jax.ops.selective_scan).
+    scan_chunk: time steps per chunk of the chunked scans.
+    neuron_params: which parameters each neuron of a population owns (NEURON_PARAMS): "shared"
+      (one Mamba, the paper's code), "ssm" (own A, D, dt bias), "full" (own everything).
+  """
+  d_state: int = 16
+  d_conv: int = 4
+  expand: float | None = 2.0
+  dt_rank: int | Literal["auto"] = "auto"
+  dt_min: float = 1e-3
+  dt_max: float = 0.1
+  dt_init_floor: float = 1e-4
+  scan_method: ScanMethod = "auto"
+  scan_chunk: int = 64
+  neuron_params: NeuronParams = "shared"
+
+  def check(self):
+    typed.positive("MambaConfig", d_state=self.d_state, d_conv=self.d_conv,
+                   scan_chunk=self.scan_chunk, dt_min=self.dt_min, dt_max=self.dt_max)
+    if self.expand is not None:
+      typed.positive("MambaConfig", expand=self.expand)
+    if self.dt_rank != "auto":
+      typed.positive("MambaConfig", dt_rank=self.dt_rank)
+
+
 class MambaCache(NamedTuple):
-  """Recurrent state of one Mamba block: the conv window and the SSM state."""
-  conv_BWE: jax.Array  # The last W-1 conv inputs, (*lead, W-1, E).
-  ssm_BES: jax.Array   # float32, (*lead, E, S).
+  """Recurrent state of one Mamba block (leading axes `lead`: (B,), or (B, N) in the INN)."""
+  conv_window: jax.Array  # The last W-1 conv inputs, (*lead, W-1, E).
+  ssm_state: jax.Array  # float32, (*lead, E, S).
 
 
 class MambaBlock(nnx.Module):
   """in_proj -> causal depthwise conv + SiLU -> x_proj -> dt_proj -> selective scan -> gate -> out.
 
-  x_...LD -> y_...LD for any leading axes. Parameters, shapes and initialisation follow upstream
-  mamba_ssm (Mamba v1), so parameter counts match the paper's code exactly. With n_neurons and
-  neuron_params "ssm" or "full" (NEURON_PARAMS), those parameters have one slice per neuron and
-  x must be x_...NLD.
+  Parameters, shapes and initialisation follow upstream mamba_ssm (Mamba v1), so parameter
+  counts match the paper's code exactly. A per-neuron parameter (config.neuron_params "ssm" or
+  "full") holds one slice per neuron along a leading axis N; its name gives one neuron's shape.
+
+  Args:
+    d_model: D, the width of the inputs and outputs.
+    config: the block's options (MambaConfig); expand must be set (not None).
+    n_neurons: N, for a population (inputs x_...NLD); None for a plain block.
+    dtype: compute dtype (parameters and the scan state stay float32).
+    rngs: nnx.Rngs with a "params" stream.
+
+  Call: x (..., L, D) -> y of the same shape, for any leading axes (none: (L, D)); with
+  per-neuron parameters x is (..., B, N, L, D) (at least one axis before N).
   """
 
-  def __init__(self, d_model: int, *, d_state: int = 16, d_conv: int = 4, expand: float = 2.0,
-               dt_rank: int | str = "auto", dt_min: float = 1e-3, dt_max: float = 0.1,
-               dt_init_floor: float = 1e-4, scan_method: str = "auto", scan_chunk: int = 64,
-               n_neurons: int | None = None, neuron_params: str = "shared", dtype=jnp.float32,
-               rngs: nnx.Rngs):
-    if neuron_params not in NEURON_PARAMS:
-      raise ValueError(f"neuron_params={neuron_params!r} is not one of {tuple(NEURON_PARAMS)}.")
-    if neuron_params != "shared" and not n_neurons:
-      raise ValueError(f"neuron_params={neuron_params!r} needs n_neurons.")
-    d_inner = expand * d_model
+  def __init__(self, d_model: int, config: MambaConfig = MambaConfig(), *,
+               n_neurons: int | None = None, dtype=jnp.float32, rngs: nnx.Rngs):
+    cfg = config
+    if cfg.neuron_params != "shared" and not n_neurons:
+      raise ValueError(f"MambaBlock: neuron_params={cfg.neuron_params!r} needs n_neurons.")
+    if cfg.expand is None:
+      raise ValueError("MambaBlock: config.expand=None is the INN's parameter-matched width; "
+                       "give the block a number.")
+    d_inner = cfg.expand * d_model
     if d_inner != int(d_inner) or d_inner < 1:
-      raise ValueError(f"expand={expand} x d_model={d_model} must be a positive integer width.")
+      raise ValueError(f"MambaBlock: expand={cfg.expand} x d_model={d_model} must be a positive "
+                       "integer width.")
     d_inner = int(d_inner)
+    d_state, d_conv, dt_rank = cfg.d_state, cfg.d_conv, cfg.dt_rank
+    dt_min, dt_max, dt_init_floor = cfg.dt_min, cfg.dt_max, cfg.dt_init_floor
     rank = math.ceil(d_model / 16) if dt_rank == "auto" else int(dt_rank)
+    self.d_model, self.n_neurons = d_model, n_neurons
+    self.per_neuron = cfg.neuron_params != "shared"
     self.d_inner, self.d_state, self.d_conv, self.dt_rank = d_inner, d_state, d_conv, rank
-    self.scan_method, self.scan_chunk, self.dtype = scan_method, scan_chunk, dtype
-    own = NEURON_PARAMS[neuron_params]
+    self.scan_method, self.scan_chunk, self.dtype = cfg.scan_method, cfg.scan_chunk, dtype
+    own = NEURON_PARAMS[cfg.neuron_params]
     n = lambda name: n_neurons if name in own else None
     dense = lambda name, i, o, init=_torch_init: neurons.Dense(
         i, o, kernel_init=init, n_neurons=n(name), dtype=dtype, rngs=rngs)
@@ -80,28 +134,48 @@ class MambaBlock(nnx.Module):
     self.D_E = neurons.param(lambda _, shape: jnp.ones(shape), None, (d_inner,), n("D"))
     self.out_proj = dense("out_proj", d_inner, d_model)
 
-  def init_cache(self, lead: int | tuple[int, ...]) -> MambaCache:
-    """An empty state for inputs with leading axes `lead` (batch, or (batch, neurons))."""
+  def init_cache(self, lead: int | tuple[int, ...] = ()) -> MambaCache:
+    """An empty state for inputs with leading axes `lead` (batch, (batch, neurons), or ())."""
     lead = (lead,) if isinstance(lead, int) else tuple(lead)
     return MambaCache(jnp.zeros((*lead, self.d_conv - 1, self.d_inner), self.dtype),
                       jnp.zeros((*lead, self.d_inner, self.d_state), jnp.float32))
 
+  def _check(self, x):
+    shape = tuple(getattr(x, "shape", ()))
+    if len(shape) < 2 or shape[-1] != self.d_model:
+      raise ValueError(f"MambaBlock: x must be (..., L, D) with D = d_model = {self.d_model}, "
+                       f"got shape {shape}.")
+    if self.per_neuron and (len(shape) < 4 or shape[-3] != self.n_neurons):
+      raise ValueError(f"MambaBlock: with per-neuron parameters x must be (..., B, N, L, D) with "
+                       f"N = n_neurons = {self.n_neurons} third from last, got shape {shape}; "
+                       "put the neuron axis before time (x_BNLD); a 3-D input is ambiguous "
+                       "((B, L, D) or (N, L, D)): give one population as x[None].")
+
   def __call__(self, x, *, cache: MambaCache | None = None, return_cache: bool = False):
-    """y (x's shape), or (y, cache) with return_cache; `cache` continues an earlier call."""
+    """y (x's shape), or (y, cache) with return_cache; `cache` (init_cache(x.shape[:-2])) continues
+    an earlier call."""
+    self._check(x)
+    if x.ndim == 2:  # (L, D): one sequence, e.g. under nnx.vmap over examples.
+      out = self(x[None], cache=None if cache is None else jax.tree.map(lambda c: c[None], cache),
+                 return_cache=return_cache)
+      return jax.tree.map(lambda a: a[0], out)
     lead, length = x.shape[:-2], x.shape[-2]
     x_E, z_E = jnp.split(self.in_proj(x), 2, axis=-1)
     if cache is None:
       cache = self.init_cache(lead)
-    window_WE = jnp.concatenate([cache.conv_BWE.astype(x_E.dtype), x_E], axis=-2)
-    w_WE = self.conv_WE[...].astype(x_E.dtype)
+    # Laid out as the inputs' leading (batch, neurons) axes (an Explicit mesh needs it).
+    cache = jax.tree.map(lambda c: sharding.constrain(c, *sharding.POPULATION[:len(lead)]), cache)
+    window_WE = jnp.concatenate([cache.conv_window.astype(x_E.dtype), x_E], axis=-2)
+    w_WE = neurons.value(self.conv_WE).astype(x_E.dtype)
     tap = (lambda k: w_WE[:, k][:, None]) if w_WE.ndim == 3 else (lambda k: w_WE[k])
     conv_E = sum(window_WE[..., k:k + length, :] * tap(k) for k in range(self.d_conv))
     x_E = jax.nn.silu(conv_E + neurons.per_step(self.conv_bias_E).astype(x_E.dtype))
     dt_R, B_S, C_S = jnp.split(self.x_proj(x_E), [self.dt_rank, self.dt_rank + self.d_state],
                                axis=-1)
     y_E, ssm_ES = selective_scan(
-        x_E, self.dt_proj(dt_R), -jnp.exp(self.A_log_ES[...]), B_S, C_S, self.D_E[...], z_E,
-        self.dt_bias_E[...], delta_softplus=True, h0=cache.ssm_BES, return_state=True,
+        x_E, self.dt_proj(dt_R), -jnp.exp(neurons.value(self.A_log_ES)), B_S, C_S,
+        neurons.value(self.D_E), z_E, neurons.value(self.dt_bias_E), delta_softplus=True,
+        h0=cache.ssm_state, return_state=True,
         method=self.scan_method, chunk_size=self.scan_chunk)
     y = self.out_proj(y_E)
     if not return_cache:

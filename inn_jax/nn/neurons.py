@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from inn_jax import sharding
 from inn_jax.sharding import NeuronParam
 
 
@@ -25,9 +26,17 @@ def param(init, key, shape, n_neurons: int | None = None) -> nnx.Param:
   return NeuronParam(jax.vmap(lambda k: init(k, shape))(jax.random.split(key, n_neurons)))
 
 
+def value(p: nnx.Param):
+  """The parameter's value; a per-neuron one laid out over the neurons' mesh axis (a no-op
+  without a mesh; on an Explicit mesh the neuron axes of a product must agree)."""
+  if isinstance(p, NeuronParam):
+    return sharding.constrain(p[...], sharding.NEURONS)
+  return p[...]
+
+
 def per_step(p: nnx.Param):
   """The value of a parameter of shape (X,) or (N, X), ready to broadcast against x_...NLX."""
-  return p[...][:, None] if isinstance(p, NeuronParam) else p[...]
+  return value(p)[:, None] if isinstance(p, NeuronParam) else p[...]
 
 
 class Dense(nnx.Module):
@@ -42,7 +51,7 @@ class Dense(nnx.Module):
     self.dtype = dtype
 
   def __call__(self, x):
-    w = self.kernel[...].astype(self.dtype)
+    w = value(self.kernel).astype(self.dtype)
     x = x.astype(self.dtype)
     if isinstance(self.kernel, NeuronParam):
       return jnp.einsum("...nli,nio->...nlo", x, w)

@@ -13,6 +13,10 @@ from inn_jax.nn import neurons
 class LayerNorm(nnx.Module):
   """Normalises x_...D in float32 (eps 1e-5, as PyTorch) and returns x's dtype.
 
+  Args:
+    d_model: D. n_neurons: N for per-neuron gains and biases (x_...NLD), else None.
+    rngs: "params" (only with n_neurons: the gains' draws).
+
   With n_neurons, x is x_...NLD and each neuron has its own gain and bias; the gains start at
   1 + N(0, 0.2^2), as equal gains would give every neuron the same gradient.
   """

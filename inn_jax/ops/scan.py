@@ -29,6 +29,7 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import math
+import typing
 import warnings
 
 import jax
@@ -38,15 +39,44 @@ import numpy as np
 from inn_jax import sharding
 from inn_jax.ops import blocked_scan, pallas_scan, scan_args
 
-METHODS = ("auto", "sequential", "associative", "chunked", "chunked_sequential", "blocked",
-           "pallas")
+ScanMethod = typing.Literal["auto", "sequential", "associative", "chunked", "chunked_sequential",
+                            "blocked", "pallas"]
+METHODS: tuple[str, ...] = typing.get_args(ScanMethod)
 _PER_SHARD = ("blocked", "pallas")  # Loops over rows XLA must not partition: run per device.
 _HI = jax.lax.Precision.HIGHEST
 
 
-def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, *,
-                   h0=None, return_state=False, method="auto", chunk_size=64):
-  """Runs the selective scan; returns y, or (y, final state) with return_state=True."""
+def selective_scan(u: jax.Array, delta: jax.Array, A: jax.Array, B: jax.Array, C: jax.Array,
+                   D: jax.Array | None = None, z: jax.Array | None = None,
+                   delta_bias: jax.Array | None = None, delta_softplus: bool = False, *,
+                   h0: jax.Array | None = None, return_state: bool = False,
+                   method: ScanMethod = "auto",
+                   chunk_size: int = 64) -> jax.Array | tuple[jax.Array, jax.Array]:
+  """The selective scan (the module docstring's recurrence) along the time axis.
+
+  Args:
+    u: inputs (*lead, L, E); any float dtype (y comes back in it).
+    delta: time steps before softplus / bias, (*lead, L, E).
+    A: state matrix (*P, E, S), usually negative (-exp(A_log)); P is () for parameters shared
+      by every row, or the trailing axes of lead (one set per neuron: (N, E, S) with lead
+      (B, N)).
+    B, C: input and output projections (*lead, L, S).
+    D: skip connection (*P, E), or None.
+    z: gate (*lead, L, E): y is multiplied by silu(z); None for no gate.
+    delta_bias: added to delta (*P, E), or None.
+    delta_softplus: apply softplus to delta + delta_bias.
+    h0: initial state (*lead, E, S) (float32), or None for zeros.
+    return_state: also return the final state.
+    method: how it runs (module docstring); "auto" picks per backend.
+    chunk_size: time steps per chunk of the chunked, chunked_sequential and blocked methods.
+
+  Returns:
+    y (*lead, L, E), or (y, h_final (*lead, E, S) float32) with return_state.
+
+  Raises:
+    ValueError / TypeError naming the argument whose shape, dtype or option is wrong
+    (inn_jax.ops.scan_args), before any work.
+  """
   scan_args.check(u, delta, A, B, C, D, z, delta_bias, h0, methods=METHODS, method=method,
                   chunk_size=chunk_size)
   if method == "auto":
@@ -202,8 +232,10 @@ def _per_shard(fn, n_lead: int, n_param: int, rows: dict):
     return fn
   row_spec = jax.sharding.PartitionSpec(*axes)
   param_spec = jax.sharding.PartitionSpec(*axes[n_lead - n_param:])
-  return jax.shard_map(fn, in_specs=(row_spec, param_spec), out_specs=(row_spec, row_spec),
-                       check_vma=False)
+  mapped = jax.shard_map(fn, in_specs=(row_spec, param_spec), out_specs=(row_spec, row_spec),
+                         check_vma=False)
+  return lambda rows, params: mapped(sharding.laid_out(rows, row_spec),
+                                     sharding.laid_out(params, param_spec))
 
 
 # The cores run on rows: u, dt (M, L, E); B, C (M, L, S); h (M, E, S); A (E, S) shared by the

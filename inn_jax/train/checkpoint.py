@@ -3,6 +3,10 @@ best/ (the run's records beside them: inn_jax/train/workdir.py). The training st
 {"params", "opt_state", "step"}; the data position and the dropout key are functions of the step,
 so the step restores them too.
 
+On disk the state is plain: every nnx.State as NNX's pure dict (nnx.to_pure_dict), so plain
+Orbax + nnx.replace_by_pure_dict read the parameters (inn_jax.load does, restoring "params"
+alone). Checkpoints of earlier versions (State with its Variable wrappers) still restore.
+
 Each checkpoint's meta holds the sha256 of its state: Orbax's files carry no checksum, and a
 flipped byte in array data would otherwise restore silently.
 """
@@ -16,6 +20,7 @@ import pathlib
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from flax import nnx
 from jax.experimental import multihost_utils
 
 STATE_SHA256 = "state_sha256"  # The meta key of the state's checksum.
@@ -45,6 +50,39 @@ def fingerprint(state) -> str:
   return h.hexdigest()
 
 
+def plain(tree):
+  """`tree` with every nnx.State as its pure dict and every Variable as its value (containers
+  of other kinds, optax's named tuples, kept)."""
+  if isinstance(tree, nnx.State):
+    return nnx.to_pure_dict(tree)
+  if isinstance(tree, nnx.Variable):
+    return tree.get_value()
+  if isinstance(tree, dict):
+    return {k: plain(v) for k, v in tree.items()}
+  if isinstance(tree, tuple) and hasattr(tree, "_fields"):
+    return type(tree)(*(plain(v) for v in tree))
+  if isinstance(tree, (tuple, list)):
+    return type(tree)(plain(v) for v in tree)
+  return tree
+
+
+def unplain(like, restored):
+  """The inverse of plain: `restored` (plain) in the containers and Variables of `like`."""
+  if isinstance(like, nnx.State):
+    state = jax.tree.map(lambda x: x, like)  # A copy to fill.
+    nnx.replace_by_pure_dict(state, restored)
+    return state
+  if isinstance(like, nnx.Variable):
+    return like.replace(restored)
+  if isinstance(like, dict):
+    return {k: unplain(v, restored[k]) for k, v in like.items()}
+  if isinstance(like, tuple) and hasattr(like, "_fields"):
+    return type(like)(*(unplain(a, b) for a, b in zip(like, restored)))
+  if isinstance(like, (tuple, list)):
+    return type(like)(unplain(a, b) for a, b in zip(like, restored))
+  return restored
+
+
 class Checkpoints:
   """save / restore of the training state, with the checks that make resuming safe."""
 
@@ -72,6 +110,7 @@ class Checkpoints:
     """
     manager = self.best if best else self.last
     self._wait(manager)
+    state = plain(state)
     meta = {**meta, STATE_SHA256: fingerprint(state)}
     try:
       if step in manager.all_steps():
@@ -110,24 +149,40 @@ class Checkpoints:
     error = None
     for step in sorted(manager.all_steps(), reverse=True):
       try:
-        out = manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
-        meta = dict(out.meta)
-        expected = meta.pop(STATE_SHA256, None)  # Absent in checkpoints of older versions.
-        if expected is not None and fingerprint(out.state) != expected:
-          raise ValueError("its arrays do not match the sha256 saved with them")
+        state, meta = self._restore(manager, step, abstract_state)
       except Exception as e:  # Orbax raises many types for unreadable files.
         logging.warning("checkpoint %s is unreadable (%s: %s); trying the one before it.",
                         manager.directory / str(step), type(e).__name__, e)
         error = e
         continue
-      return out.state, meta
+      return state, meta
     if error is not None:
       raise UnreadableCheckpointError(
           f"no checkpoint in {manager.directory} could be read; the newest failed with: {error}. "
           "Restore the workdir from a copy, or use another --config.workdir to start afresh."
       ) from error
     return None
+
+  def _restore(self, manager, step, abstract_state):
+    """(state, meta) of one step, checked against its sha256; the plain layout, else (a
+    checkpoint of an earlier version) the State layout."""
+    def read(target):
+      out = manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
+      meta = dict(out.meta)
+      expected = meta.pop(STATE_SHA256, None)  # Absent in checkpoints of older versions.
+      if expected is not None and fingerprint(out.state) != expected:
+        raise ValueError("its arrays do not match the sha256 saved with them")
+      return out.state, meta
+
+    try:
+      state, meta = read(plain(abstract_state))
+    except ValueError as plain_error:  # Tree mismatch (old layout) or a checksum failure.
+      try:
+        return read(abstract_state)
+      except Exception:
+        raise plain_error from None
+    return unplain(abstract_state, state), meta
 
   def best_meta(self) -> dict | None:
     step = self.best.latest_step()

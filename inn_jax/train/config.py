@@ -13,7 +13,7 @@ import pathlib
 
 import ml_collections
 
-from inn_jax import data
+from inn_jax import data, models
 from inn_jax.models import model_config
 
 MODES = ("train", "eval")
@@ -100,12 +100,23 @@ def paper_model(kind: str, paper: bool, **overrides) -> ml_collections.ConfigDic
   return cfg
 
 
+def shipped() -> dict[str, pathlib.Path]:
+  """{name: file} of the experiment configs in the package (inn_jax/configs)."""
+  from inn_jax import configs
+  folder = pathlib.Path(configs.__file__).parent
+  return {p.stem: p for p in sorted(folder.glob("*.py")) if not p.stem.startswith("_")}
+
+
 def load(spec: str) -> ml_collections.ConfigDict:
-  """Loads `path.py` or `path.py:variant` and calls its get_config(variant)."""
+  """Loads `name`, `path.py` or either with `:variant`, and calls its get_config(variant); a
+  name is a config shipped in the package (inn_jax/configs: quickstart, text8, ...)."""
   path, _, variant = spec.partition(":")
   file = pathlib.Path(path)
+  if not file.is_file() and "/" not in path and not path.endswith(".py"):
+    file = shipped().get(path, file)
   if not file.is_file():
-    raise FileNotFoundError(f"--config {path}: no such config file (see configs/).")
+    raise FileNotFoundError(f"--config {path}: no such config file or shipped config; give a "
+                            f"path or one of {sorted(shipped())}.")
   module_spec = importlib.util.spec_from_file_location(f"_inn_config_{file.stem}", file)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
@@ -146,6 +157,29 @@ def _parse(text: str, current, kind=None):
     return text
 
 
+def _parse_typed(text: str, annotation, current):
+  """A model option as its typed config field allows: an int where it admits ints (dt_rank
+  "8" -> 8, "auto" stays), a float, a bool, None, else the text; the typed config checks it."""
+  import typing
+  if annotation is None:
+    return _parse(text, current)
+  args = set(typing.get_args(annotation)) | {annotation}
+  flat_args = set()
+  for a in args:
+    flat_args |= set(typing.get_args(a)) | {a}
+  if text.lower() in ("none", "null") and type(None) in flat_args:
+    return None
+  if bool in flat_args and text.lower() in ("true", "false", "1", "0", "yes", "no"):
+    return text.lower() in ("true", "1", "yes")
+  for kind in (int, float):
+    if kind in flat_args:
+      try:
+        return kind(text)
+      except ValueError:
+        pass
+  return text
+
+
 def override(config: ml_collections.ConfigDict, key: str, text: str):
   """Sets `config.<key>` (dotted) from the string `text`, typed like the current value."""
   parts = key.split(".")
@@ -160,6 +194,9 @@ def override(config: ml_collections.ConfigDict, key: str, text: str):
   leaf = parts[-1]
   if isinstance(node[leaf], ml_collections.ConfigDict):
     raise ValueError(f"--config.{key} is a section; set one of its keys: {sorted(node[leaf])}.")
+  if parts[0] == "model" and len(parts) == 2 and "kind" in node:
+    node[leaf] = _parse_typed(text, models.flat_annotation(node.kind, leaf), node[leaf])
+    return
   try:
     node[leaf] = _parse(text, node[leaf], node.get_type(leaf))
   except (ValueError, TypeError) as e:

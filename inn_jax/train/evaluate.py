@@ -12,11 +12,10 @@ import numpy as np
 import optax
 from flax import nnx
 
-from inn_jax import data
+from inn_jax import data, models
 from inn_jax.train import memory
 from inn_jax.train import mesh as mesh_lib
 
-RECURRENT = ("inn", "mamba", "lstm")
 CARRY_SETTINGS = ("auto", "yes", "no")
 
 
@@ -24,9 +23,10 @@ def carry_modes(kind: str, setting: str) -> tuple[bool, ...]:
   """Which ways to evaluate: (False,) = fresh state per window, (True,) = carried, or both."""
   if setting not in CARRY_SETTINGS:
     raise ValueError(f"eval.carry_state={setting!r} is not one of {CARRY_SETTINGS}.")
-  recurrent = kind in RECURRENT
+  recurrent = models.is_recurrent(kind)
   if setting == "yes" and not recurrent:
-    raise ValueError(f"eval.carry_state='yes' needs a recurrent model {RECURRENT}, not {kind!r}; "
+    raise ValueError(f"eval.carry_state='yes' needs a recurrent model (is_recurrent), not "
+                     f"{kind!r}; "
                      "use 'no' or 'auto'.")
   if setting == "no":
     return (False,)

@@ -2,14 +2,16 @@
 
 What is counted: 2*M*N*K for every `dot_general` (matmuls, einsums, attention's scores and
 values), recursing into sub-jaxprs: `scan` bodies times their trip count (`length`), pjit, remat,
-custom_vjp/custom_jvp calls and cond branches once each (every branch: an upper bound). What is
-not: elementwise work (the selective scan's recurrence, the Mamba's depthwise convolution,
-activations, norms, softmax), reductions, and `while` loops' bodies beyond one trip; a
-`pallas_call` kernel's matmuls are counted once, not once per grid step. The scan's output
-contraction y = C . h (2*E*S per token and neuron) is an einsum in the sequential, associative
-and chunked paths, so it counts there, and elementwise in `blocked` (the CPU default), so it does
-not. On the INN the uncounted parts are real work (the scan is elementwise), so the count is a
-floor on the arithmetic, not its total; XLA's cost_analysis (bench.py) is the other view.
+custom_vjp/custom_jvp calls and cond branches once each (every branch: an upper bound), and
+`shard_map` bodies (traced at one shard's shapes) times their number of distinct shards: the count
+is of the whole logical computation, the same on any mesh. What is not: elementwise work (the
+selective scan's recurrence, the Mamba's depthwise convolution, activations, norms, softmax),
+reductions, and `while` loops' bodies beyond one trip; a `pallas_call` kernel's matmuls are
+counted once, not once per grid step. The scan's output contraction y = C . h (2*E*S per token
+and neuron) is an einsum in the sequential, associative and chunked paths, so it counts there,
+and elementwise in `blocked` (the CPU default), so it does not. On the INN the uncounted parts
+are real work (the scan is elementwise), so the count is a floor on the arithmetic, not its
+total; XLA's cost_analysis (bench.py) is the other view.
 
 The train count is of the train step's own jaxpr: forward, the backward pass JAX derives (a
 matmul whose input needs no gradient, one on a constant, has no input transpose), the
@@ -26,7 +28,8 @@ import jax.numpy as jnp
 
 
 def matmul_flops(jaxpr, mult: int = 1) -> int:
-  """2*M*N*K summed over dot_generals, recursing into sub-jaxprs (scan bodies times `length`)."""
+  """2*M*N*K summed over dot_generals, recursing into sub-jaxprs (scan bodies times `length`,
+  shard_map bodies times their distinct shards)."""
   total = 0
   for eqn in jaxpr.eqns:
     if eqn.primitive.name == "dot_general":
@@ -34,12 +37,25 @@ def matmul_flops(jaxpr, mult: int = 1) -> int:
       k = math.prod(eqn.invars[0].aval.shape[d] for d in lhs_contract)
       total += mult * 2 * k * math.prod(eqn.outvars[0].aval.shape)
     inner = mult * (eqn.params.get("length", 1) if eqn.primitive.name == "scan" else 1)
+    if eqn.primitive.name == "shard_map":
+      inner = mult * _distinct_shards(eqn.params["mesh"], eqn.params["in_specs"])
     for p in eqn.params.values():
       for sub in p if isinstance(p, (tuple, list)) else (p,):
         sub = sub if hasattr(sub, "eqns") else getattr(sub, "jaxpr", None)  # (Closed)Jaxpr
         if hasattr(sub, "eqns"):
           total += matmul_flops(sub, inner)
   return total
+
+
+def _distinct_shards(mesh, in_specs) -> int:
+  """How many different pieces of work a shard_map body with these in_specs does on `mesh`."""
+  # The body's shapes are one shard's. Devices along a mesh axis that splits some input each
+  # work on a different part, so together they do the whole computation: the body's count times
+  # the axis's size. Along an axis no input is split over, every device repeats the same work,
+  # which adds nothing to the logical computation, so that axis does not multiply.
+  axes = {a for spec in in_specs for entry in spec if entry is not None
+          for a in (entry if isinstance(entry, tuple) else (entry,))}
+  return math.prod(mesh.shape[a] for a in axes)
 
 
 def fn_flops(fn, *args) -> int:

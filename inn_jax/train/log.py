@@ -8,10 +8,13 @@ import math
 import pathlib
 import time
 
+import importlib.util
+
 import jax
-import tqdm
 
 from inn_jax.train import tracking
+
+EXTRA = 'pip install "inn_jax[train]"'  # tensorboardX, tqdm, matplotlib.
 
 LN2 = math.log(2.0)
 
@@ -63,12 +66,20 @@ class Logger:
     self.workdir.mkdir(parents=True, exist_ok=True)
     truncate(self.workdir / "metrics.jsonl", start_step, valid_at_step=not revalidate)
     self.jsonl = open(self.workdir / "metrics.jsonl", "a", encoding="utf-8")
-    if tensorboard:
+    notes = []
+    if tensorboard and importlib.util.find_spec("tensorboardX") is None:
+      notes.append(f"log.tensorboard: tensorboardX is not installed, so no TensorBoard logs "
+                   f"({EXTRA}); metrics.jsonl has every number.")
+    elif tensorboard:
       from tensorboardX import SummaryWriter  # Imported here: only the writer needs it.
       # purge_step: TensorBoard discards the events of the steps written again.
       self.tb = SummaryWriter(str(self.workdir / "tb"), purge_step=start_step + 1)
-    self.bar = tqdm.tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
-                         disable=not progress, smoothing=0.1)
+    if progress and importlib.util.find_spec("tqdm") is not None:
+      import tqdm
+      self.bar = tqdm.tqdm(total=total_steps, initial=start_step, unit="step",
+                           dynamic_ncols=True, smoothing=0.1)
+    for note in notes:
+      self.print(note)
     self.start = time.time()
     self.wandb = wandb() if wandb is not None else None
 

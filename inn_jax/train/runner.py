@@ -48,10 +48,11 @@ class Run:
   start. Every check runs before anything is compiled.
   """
 
-  def __init__(self, config):
+  def __init__(self, config, corpus=None):
     self.t_start = time.time()
     init_distributed(config.distributed)
-    validate.check_config(config, jax.device_count())  # Before any data or compilation.
+    # Before any data or compilation; a corpus given needs no dataset name.
+    validate.check_config(config, jax.device_count(), corpus_given=corpus is not None)
     self.config = config
     self.workdir = workdir_lib.Workdir(config.workdir)
     self.checkpoints = checkpoint.Checkpoints(config.workdir, keep=config.train.keep,
@@ -63,7 +64,7 @@ class Run:
     self.changes = {}
     if saved is not None:
       self._accept(workdir_lib.changes(self.saved_flat, config, model_only=not self.resuming))
-    self.corpus = data.load_corpus(config.data)
+    self.corpus = corpus if corpus is not None else data.load_corpus(config.data)
     validate.check_corpus(config, self.corpus)
     self.corpus_sha256 = workdir_lib.corpus_sha256(self.corpus)
     if has_checkpoints:
@@ -266,13 +267,14 @@ def _resume_hint(command: str | None, what: str = "resume") -> str:
   return f"to {what}, run the same command" + (f": {command}" if command else "")
 
 
-def train(config, command: str | None = None) -> dict:
+def train(config, command: str | None = None, *, corpus=None) -> dict:
   """Trains config.train.steps steps (resuming from the workdir), then writes results.json.
 
   `command` (train.py's command line) is named in the message of an error after step 1. A
   SIGTERM or SIGINT during training saves and returns {"stopped_at": step, "signal": name}.
+  `corpus` (an inn_jax.data.Corpus) replaces the one config.data names.
   """
-  r = Run(config)
+  r = Run(config, corpus)
   c, d = config, config.data
   restored = r.checkpoints.restore(r.abstract_state())
   meta = {"step": 0, "tokens_seen": 0, "train_time": 0.0}
@@ -347,9 +349,9 @@ def final_metrics(results: dict) -> dict:
           if isinstance(results.get(k), (int, float)) and not isinstance(results[k], bool)}
 
 
-def evaluate_best(config) -> dict:
+def evaluate_best(config, *, corpus=None) -> dict:
   """--config.mode=eval: the workdir's best checkpoint (else its latest) on the eval splits."""
-  r = Run(config)
+  r = Run(config, corpus)
   restored = (r.checkpoints.restore(r.abstract_state(), best=True)
               or r.checkpoints.restore(r.abstract_state()))
   if restored is None:
@@ -375,5 +377,43 @@ def _print_summary(results: dict):
   print("\n".join(lines))
 
 
-def run(config, command: str | None = None) -> dict:
-  return train(config, command) if config.mode == "train" else evaluate_best(config)
+def run(config, command: str | None = None, *, model=None, corpus=None) -> dict:
+  """Trains (config.mode "train", resuming from the workdir) or evaluates ("eval") a run.
+
+  Args:
+    config: a trainer config (inn_jax.train.load(name or path), or configs/*.py's get_config()).
+    command: the command line, named in the messages of errors after training began.
+    model: a typed model config (INNConfig, ..., or a registered model's) to train instead of
+      config.model; it is recorded in the workdir through its flat keys, so it must hold only
+      values those keys can say (inn_jax.models.to_flat).
+    corpus: an inn_jax.data.Corpus (e.g. inn_jax.data.corpus_from_arrays(...)) instead of the one
+      config.data names; its sha256 is recorded, so a resumed run must be given the same ids.
+
+  Returns results.json's dict (or {"stopped_at": step, ...} when stopped by a signal).
+  """
+  if model is not None:
+    config = _with_model(config, model)
+  if corpus is not None:
+    config = config.copy_and_resolve_references()
+    config.data.name = corpus.meta.get("name", "arrays")
+  if config.mode == "train":
+    return train(config, command, corpus=corpus)
+  return evaluate_best(config, corpus=corpus)
+
+
+def _with_model(config, model_config):
+  """config with its model section replaced by the typed `model_config`'s flat keys."""
+  from inn_jax import models
+  kind = next((k for k, (_, c) in models.MODELS.items() if isinstance(model_config, c)), None)
+  if kind is None:
+    raise ValueError(f"run(model=...): {type(model_config).__name__} is not a registered model "
+                     "config (inn_jax.models.register_model).")
+  flat = {"kind": kind, **models.to_flat(model_config)}
+  if models.typed_config(flat) != model_config:
+    raise ValueError(f"run(model=...): {model_config} has values its flat keys cannot record "
+                     f"(nested fields that are not command-line options); set them through "
+                     f"the flat keys {sorted(flat)} or leave them at their defaults.")
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    config.model = models.model_config(kind, **{k: v for k, v in flat.items() if k != "kind"})
+  return config

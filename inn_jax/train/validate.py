@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 
-from inn_jax import data
+from inn_jax import data, models
 from inn_jax.models import MODELS
 from inn_jax.train import config as config_lib
 from inn_jax.train import evaluate, optimizer, profile
@@ -27,14 +27,15 @@ def _fail(key: str, message: str):
   raise ConfigError(f"config.{key}: {message}")
 
 
-def check_config(config, n_devices: int):
-  """Raises ValueError for the first problem found in `config` on `n_devices` devices."""
+def check_config(config, n_devices: int, *, corpus_given: bool = False):
+  """Raises ValueError for the first problem found in `config` on `n_devices` devices
+  (corpus_given: the corpus comes from the caller, so data.name need not be a dataset)."""
   if config.mode not in config_lib.MODES:
     _fail("mode", f"{config.mode!r} is not one of {config_lib.MODES}.")
   m, d = config.model, config.data
   if m.kind not in MODELS:
     _fail("model.kind", f"unknown model {m.kind!r}; choose one of {sorted(MODELS)}.")
-  if d.name not in data.CORPORA:
+  if d.name not in data.CORPORA and not corpus_given:
     _fail("data.name", f"unknown dataset {d.name!r}; choose one of {sorted(data.CORPORA)}.")
   for key, value in m.items():
     if isinstance(value, int) and not isinstance(value, bool) and value <= 0:
@@ -59,6 +60,11 @@ def check_config(config, n_devices: int):
     if width % m.n_heads:
       _fail("model.n_heads", f"{m.n_heads} heads do not divide the width d_model={width}; "
             f"pick n_heads among {[h for h in range(1, width + 1) if width % h == 0]}.")
+  try:  # Every option's type and choices (a scan_method typo), named as on the command line.
+    models.typed_config(m)
+  except ValueError as e:
+    raise ConfigError(f"config.{e}" if str(e).startswith("model") else f"config.model: {e}"
+                      ) from None
   _check_mesh(config, n_devices)
   _check_optim(config.optim)
   evaluate.carry_modes(m.kind, config.eval.carry_state)

@@ -79,6 +79,17 @@ def changes(saved_flat: dict, config, *, model_only: bool = False) -> dict:
   for k in MICROBATCH_KEYS:
     if current.get(k) == 0 and k in saved_flat:
       current[k] = saved_flat[k]
+  # A model option a later version added, at the default that keeps the earlier behaviour, is
+  # no change: the saved run simply predates it.
+  from inn_jax import models
+  try:
+    defaults = models.flat_defaults(current.get("model.kind"))
+  except ValueError:
+    defaults = {}
+  for key, value in defaults.items():
+    k = f"model.{key}"
+    if k not in saved_flat and current.get(k) == value:
+      current.pop(k)
   keys = sorted(set(saved_flat) | set(current))
   return differences(saved_flat, current,
                      [k for k in keys if k.startswith("model.")] if model_only else keys)
