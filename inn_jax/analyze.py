@@ -2,8 +2,11 @@
 
     python -m inn_jax.analyze --workdir W --split valid --out DIR [--max_tokens 65536]
 
-Connectivity (Figure 3, A.3; inn_jax.connectivity), activation statistics, population coding and
-neuron diversity (A.2, Figure 4; inn_jax.activations). The model sows its neuron states and
+Connectivity (Figure 3, A.3; inn_jax.connectivity) or, for communication "workspace", who writes
+to which slot and who reads it, activation statistics, population coding and neuron diversity
+(A.2, Figure 4; inn_jax.activations). Populations above 64 neurons are drawn aggregated (the
+neuron axis in 64 blocks of consecutive neurons, their means; population coding 64 evenly
+sampled neurons), each plot saying so; the JSON keeps the per-neuron shares and degrees. The model sows its neuron states and
 attention weights (INN.capture) in the same forward pass that computes the logits; each batch is
 reduced to sums inside one compiled function, so memory does not grow with the split.
 """
@@ -25,6 +28,8 @@ from flax import nnx
 from inn_jax import activations as act
 from inn_jax import connectivity, data, stats
 from inn_jax.models import INN, build_model
+
+PLOT_NEURONS = 64  # Larger populations are drawn in this many blocks (or samples) of neurons.
 
 
 class Loaded(NamedTuple):
@@ -72,16 +77,25 @@ def _batch_stats(graphdef, state, x_BL, weight_B, reduce: str, code_len: int):
   model = nnx.merge(graphdef, state)
   _, sown = nnx.capture(model, nnx.Intermediate)(x_BL)
   weight_T = jnp.repeat(weight_B, x_BL.shape[1])  # Positions are batch-major: t = b * L + l.
-  att, indeg, states = {}, {}, None
+  att, indeg, write, read, states = {}, {}, {}, {}, None
   for path, v in nnx.to_flat_state(sown):
     if path[-1] == "attention_THNN":  # Path ("layers", i, "comm", "attention_THNN").
       w_THNN = v.get_value()[0]
       att[path[1]] = connectivity.attention_sum(w_THNN, weight_T)
       # Each position's in-degrees: head-averaged weights summed over receivers, (T, N).
       indeg[path[1]] = w_THNN.astype(jnp.float32).mean(1).sum(1)
+    elif path[-1] == "write_BLmHN":  # The workspace's: each slot's weights over the neurons.
+      w_BLmHN = v.get_value()[0].astype(jnp.float32)
+      write[path[1]] = jnp.einsum("b,blmhn->hmn", weight_B, w_BLmHN)
+      m, n = w_BLmHN.shape[2], w_BLmHN.shape[-1]
+      # Each position's write shares (T, N), scaled to sum to N like attention's in-degrees.
+      indeg[path[1]] = (w_BLmHN.mean(3).sum(2) * (n / m)).reshape(-1, n)
+    elif path[-1] == "read_BNLHm":
+      read[path[1]] = jnp.einsum("b,bnlhm->hnm", weight_B, v.get_value()[0].astype(jnp.float32))
     elif path[-1] == "neurons_BNLD":  # One per layer, in order.
       states = v.get_value()
   out = {"attention": [att[i] for i in sorted(att)], "indegree": [indeg[i] for i in sorted(indeg)],
+         "write": [write[i] for i in sorted(write)], "read": [read[i] for i in sorted(read)],
          "moments": [], "diversity": [], "code": []}
   for h_BNLD in states:
     a_BNL = act.neuron_activation(h_BNLD, reduce)
@@ -124,7 +138,7 @@ def analyze(model: INN, tokens, vocab=None, *, batch_size: int = 16, seq_len: in
     weight_B = (np.arange(batch_size) < len(rows)).astype(np.float32)
     s = jax.device_get(_batch_stats_jit(graphdef, state, x_BL, weight_B, reduce, code_len))
     new = jax.tree.map(lambda x: np.asarray(x, np.float64),
-                       {"attention": s["attention"], "diversity": s["diversity"]})
+                       {k: s[k] for k in ("attention", "write", "read", "diversity")})
     sums = new if sums is None else jax.tree.map(np.add, sums, new)
     moments = [act.merge_moments(None if moments is None else moments[k], m)
                for k, m in enumerate(s["moments"])]
@@ -136,11 +150,28 @@ def analyze(model: INN, tokens, vocab=None, *, batch_size: int = 16, seq_len: in
   conn = ({"skipped": "this INN has no attention between neurons (communication != attention)"}
           if not sums["attention"] else
           connectivity.summarize(np.stack(sums["attention"]) / positions, edge_factor=edge_factor))
+  n = model.n_neurons
+  if "skipped" not in conn and n > PLOT_NEURONS:  # N x N per layer and head: aggregated.
+    a = conn.pop("mean_attention_LHNN")
+    conn["mean_attention_blocks_LHNN"] = connectivity.blocks(
+        connectivity.blocks(a, -1, PLOT_NEURONS), -2, PLOT_NEURONS).tolist()
+    conn["block_size"] = n // PLOT_NEURONS
+  space = ({"skipped": "this INN has no workspace (communication != workspace)"}
+           if not sums["write"] else
+           connectivity.workspace_summary(np.stack(sums["write"]) / positions,
+                                          np.stack(sums["read"]) / positions,
+                                          edge_factor=edge_factor))
+  if "skipped" not in space and n > PLOT_NEURONS:
+    space["mean_write_blocks_LHmN"] = connectivity.blocks(
+        space.pop("mean_write_LHmN"), -1, PLOT_NEURONS).tolist()
+    space["mean_read_blocks_LHNm"] = connectivity.blocks(
+        space.pop("mean_read_LHNm"), -2, PLOT_NEURONS).tolist()
+    space["block_size"] = n // PLOT_NEURONS
   return {
       "_indegree_TN": [np.concatenate(per_layer) for per_layer in zip(*indegree)],
       "tokens_analyzed": int(positions), "windows": len(windows_BL),
       "seq_len": int(windows_BL.shape[1]),
-      "connectivity": conn,
+      "connectivity": conn, "workspace": space,
       "activations": {
           "definition": f"a = {reduce} over the D features of a neuron's state after each layer; "
                         f"sparsity = share of neuron-token pairs with |a| < {act.SPARSE_BELOW}",
@@ -164,7 +195,7 @@ def neuron_roles(model: INN, init_model: INN, tokens, *, seq_len: int, max_token
   trained = analyze(model, tokens, **kw)
   init = analyze(init_model, tokens, **kw)
   if not trained["_indegree_TN"]:
-    return {"skipped": "this INN has no attention between neurons (communication != attention)"}
+    return {"skipped": "this INN's neurons do not communicate by attention or a workspace"}
   return {"split_positions": trained["tokens_analyzed"], "window": trained["seq_len"],
           "layers": [stats.neuron_roles(d, d0, trained["seq_len"], **options)
                      for d, d0 in zip(trained["_indegree_TN"], init["_indegree_TN"])]}
@@ -189,7 +220,9 @@ def plot(report: dict, out: pathlib.Path) -> dict:
 
   conn = report["connectivity"]
   if "skipped" not in conn:
-    a_LHNN = np.asarray(conn["mean_attention_LHNN"])
+    block = conn.get("block_size")
+    a_LHNN = np.asarray(conn["mean_attention_blocks_LHNN" if block else "mean_attention_LHNN"])
+    unit = f"neuron block ({block} neurons, means)" if block else "neuron"
     n_layers, n_heads = a_LHNN.shape[:2]
     fig, axes = plt.subplots(n_layers, n_heads + 1, squeeze=False,
                              figsize=(2.4 * (n_heads + 1), 2.3 * n_layers))
@@ -197,8 +230,8 @@ def plot(report: dict, out: pathlib.Path) -> dict:
       for h, ax in enumerate(row):
         im = ax.imshow(a_LHNN[l, h] if h < n_heads else a_LHNN[l].mean(0), cmap="viridis")
         ax.set_title(f"layer {l} " + (f"head {h}" if h < n_heads else "mean"), fontsize=8)
-        ax.set_xlabel("sender m", fontsize=7)
-        ax.set_ylabel("receiver n", fontsize=7)
+        ax.set_xlabel(f"sender {unit}", fontsize=7)
+        ax.set_ylabel(f"receiver {unit}", fontsize=7)
         ax.tick_params(labelsize=6)
         ints(ax)
         fig.colorbar(im, ax=ax, fraction=0.046)
@@ -215,6 +248,36 @@ def plot(report: dict, out: pathlib.Path) -> dict:
       ax.set_title(f"layer {layer['layer']}: in-degree (red hubs, green specialists), "
                    f"average degree {layer['average_degree']:.2f}", fontsize=8)
     save(fig, "in_degree.png")
+  space = report.get("workspace", {"skipped": ""})
+  if "skipped" not in space:
+    block = space.get("block_size")
+    w_LHmN = np.asarray(space["mean_write_blocks_LHmN" if block else "mean_write_LHmN"])
+    r_LHNm = np.asarray(space["mean_read_blocks_LHNm" if block else "mean_read_LHNm"])
+    unit = f"neuron block ({block} neurons, means)" if block else "neuron"
+    n_layers = len(w_LHmN)
+    fig, axes = plt.subplots(n_layers, 3, squeeze=False, figsize=(14, 2.4 * n_layers))
+    for l, (ax_w, ax_r, ax_s) in enumerate(axes):
+      im = ax_w.imshow(w_LHmN[l].mean(0), aspect="auto", cmap="viridis")
+      ax_w.set_title(f"layer {l}: write w[slot, {unit}]", fontsize=8)
+      fig.colorbar(im, ax=ax_w, fraction=0.046)
+      im = ax_r.imshow(r_LHNm[l].mean(0).T, aspect="auto", cmap="viridis")
+      ax_r.set_title(f"layer {l}: read r[{unit}, slot] (transposed)", fontsize=8)
+      fig.colorbar(im, ax=ax_r, fraction=0.046)
+      for ax in (ax_w, ax_r):
+        ax.set_xlabel(unit, fontsize=7)
+        ax.set_ylabel("slot", fontsize=7)
+        ax.tick_params(labelsize=6)
+        ints(ax)
+      layer = space["layers"][l]
+      share = np.sort(np.asarray(layer["write_share"]))[::-1]
+      ax_s.plot(np.arange(len(share)), share, lw=1)
+      for factor in (space["hub_factor"], space["specialist_factor"]):
+        ax_s.axhline(factor, color="gray", ls="--", lw=0.8)
+      ax_s.set_title(f"layer {l}: write share, neurons sorted (hubs {len(layer['hubs'])}, "
+                     f"specialists {len(layer['specialists'])})", fontsize=8)
+      ax_s.set_xlabel("neuron rank", fontsize=7)
+      ints(ax_s, "x")
+    save(fig, "workspace.png")
   layers = report["activations"]["layers"]
   fig, axes = plt.subplots(1, 3, figsize=(13, 0.5 * len(layers) + 1.8))
   for ax, key in zip(axes, ("mean", "variance", "sparsity")):
@@ -227,14 +290,20 @@ def plot(report: dict, out: pathlib.Path) -> dict:
   save(fig, "activations.png")
   pop = report["population_coding"]
   code_NL = np.asarray(pop["activations_NL"][pop["layer"]])
+  sampled = code_NL.shape[0] > PLOT_NEURONS
+  rows = np.linspace(0, code_NL.shape[0] - 1, PLOT_NEURONS).round().astype(int) if sampled else None
+  code_NL = code_NL[rows] if sampled else code_NL
   fig, ax = plt.subplots(figsize=(max(6, 0.16 * code_NL.shape[1] + 2), 4))
   bound = float(np.abs(code_NL).max()) or 1.0
   im = ax.imshow(code_NL, aspect="auto", cmap="RdBu_r", vmin=-bound, vmax=bound)
   if pop["tokens"] is not None and len(pop["tokens"]) == code_NL.shape[1]:
     ax.set_xticks(np.arange(code_NL.shape[1]), list(pop["tokens"].replace(" ", "_")), fontsize=6)
   ax.set_xlabel("token")
-  ax.set_ylabel("neuron")
-  ints(ax, "y")
+  ax.set_ylabel(f"neuron ({PLOT_NEURONS} evenly sampled)" if sampled else "neuron")
+  if sampled:
+    ax.set_yticks(np.arange(0, PLOT_NEURONS, 8), rows[::8], fontsize=6)
+  else:
+    ints(ax, "y")
   ax.set_title(f"population coding, layer {pop['layer']}", fontsize=9)
   fig.colorbar(im, ax=ax)
   save(fig, "population_coding.png")
@@ -267,6 +336,20 @@ def markdown(report: dict) -> str:
     lines += [f"| {l['layer']} | {l['hubs']} | {l['specialists']} | {l['average_degree']:.2f} |"
               for l in conn["layers"]]
     lines += ["", "![attention](attention.png)", "", "![in-degree](in_degree.png)", ""]
+  space = report.get("workspace", {"skipped": ""})
+  if "skipped" not in space:
+    lines += ["## The workspace: writers and readers of the slots", "",
+              f"Convention: {space['convention']}. Hubs: write share >= {space['hub_factor']}; "
+              f"specialists <= {space['specialist_factor']}; {space['edge_threshold']}. "
+              f"{space['n_neurons']} neurons, {space['slots']} slots.", "",
+              "| layer | hubs | specialists | writers per slot | readers per slot | "
+              "max write deviation from uniform |", "|---|---|---|---|---|---|"]
+    ids = lambda xs: (f"{xs}" if len(xs) <= 8 else f"{len(xs)} neurons")
+    lines += [f"| {l['layer']} | {ids(l['hubs'])} | {ids(l['specialists'])} | "
+              f"{min(l['writers_per_slot'])}-{max(l['writers_per_slot'])} | "
+              f"{min(l['readers_per_slot'])}-{max(l['readers_per_slot'])} | "
+              f"{l['max_write_deviation_from_uniform']:.3g} |" for l in space["layers"]]
+    lines += ["", "![workspace](workspace.png)", ""]
   lines += ["## Activations (A.2) and population coding (Figure 4)", "", acts["definition"] + ".",
             "", "| layer | sparsity | highest mean | lowest mean | high variance |",
             "|---|---|---|---|---|"]

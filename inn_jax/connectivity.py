@@ -98,3 +98,62 @@ def summarize(mean_LHNN, *, hub: float = HUB, specialist: float = SPECIALIST,
       "layers": layers,
       "mean_attention_LHNN": mean_LHNN.tolist(),
   }
+
+
+# ------------------------------------------------------------------------------ the workspace
+# Convention: w[s, n] is the weight slot s gives neuron n when it is written (each slot's row
+# sums to 1 over the neurons); r[n, s] the weight neuron n gives slot s when it reads (each
+# row sums to 1 over the slots). A neuron's write share is (N / m) sum_s w[s, n]: the mean over
+# neurons is exactly 1, as for the attention's in-degree, so the same hub and specialist
+# factors apply. A slot's reader share is (m / N) sum_n r[n, s] (mean 1 over the slots).
+# Writer of slot s: w[s, n] > edge_factor / N; reader: r[n, s] > edge_factor / m.
+
+def workspace_summary(write_LHmN, read_LHNm, *, hub: float = HUB,
+                      specialist: float = SPECIALIST, edge_factor: float = EDGE_FACTOR,
+                      top: int = 3) -> dict:
+  """Who writes to which slot and who reads it, per layer, from the mean write (L, H, m, N)
+  and read (L, H, N, m) weights over a split (heads averaged for the roles)."""
+  write_LHmN = np.asarray(write_LHmN, np.float64)
+  read_LHNm = np.asarray(read_LHNm, np.float64)
+  if write_LHmN.ndim != 4 or read_LHNm.shape != write_LHmN.shape[:2] + write_LHmN.shape[:1:-1]:
+    raise ValueError(f"workspace weights must be (L, H, m, N) and (L, H, N, m), got "
+                     f"{write_LHmN.shape} and {read_LHNm.shape}.")
+  m, n = write_LHmN.shape[-2:]
+  tol = 1 + _REL_TOL
+  layers = []
+  for i, (w_HmN, r_HNm) in enumerate(zip(write_LHmN, read_LHNm)):
+    w_mN, r_Nm = w_HmN.mean(0), r_HNm.mean(0)
+    share_N = w_mN.sum(0) * n / m
+    readers_m = r_Nm.sum(0) * m / n
+    layers.append({
+        "layer": i, "write_share": share_N.tolist(),
+        "hubs": np.flatnonzero(share_N >= hub).tolist(),
+        "specialists": np.flatnonzero(share_N <= specialist).tolist(),
+        "writers_per_slot": (w_mN > edge_factor / n * tol).sum(1).tolist(),
+        "top_writers_per_slot": np.argsort(-w_mN, axis=1)[:, :top].tolist(),
+        "reader_share": readers_m.tolist(),
+        "readers_per_slot": (r_Nm > edge_factor / m * tol).sum(0).tolist(),
+        "max_write_deviation_from_uniform": float(np.abs(w_HmN - 1.0 / n).max()),
+        "max_read_deviation_from_uniform": float(np.abs(r_HNm - 1.0 / m).max())})
+  return {"convention": "w[s, n]: weight slot s gives neuron n when written; r[n, s]: weight "
+                        "neuron n gives slot s when it reads; write share = (N / m) sum_s w[s, n] "
+                        "(mean 1)",
+          "hub_factor": hub, "specialist_factor": specialist, "n_neurons": n, "slots": m,
+          "edge_threshold": f"w[s, n] > {edge_factor} / N, r[n, s] > {edge_factor} / m",
+          "layers": layers, "mean_write_LHmN": write_LHmN.tolist(),
+          "mean_read_LHNm": read_LHNm.tolist()}
+
+
+def blocks(a, axis: int, n_blocks: int = 64) -> np.ndarray:
+  """Means over n_blocks runs of consecutive neurons along `axis` (N a multiple of n_blocks or
+  at most n_blocks: then unchanged): how the analyses draw populations too large to show
+  neuron by neuron."""
+  a = np.asarray(a, np.float64)
+  size = a.shape[axis]
+  if size <= n_blocks:
+    return a
+  if size % n_blocks:
+    raise ValueError(f"blocks: {size} neurons do not split into {n_blocks} equal blocks.")
+  a = np.moveaxis(a, axis, -1)
+  a = a.reshape(*a.shape[:-1], n_blocks, size // n_blocks).mean(-1)
+  return np.moveaxis(a, -1, axis)

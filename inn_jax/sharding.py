@@ -222,23 +222,21 @@ def variable_specs(tree):
   return jax.tree.map(one, tree, is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
-def population_sum(fn, *xs, neuron_axes):
+def population_sum(fn, *xs, logical):
   """fn(*xs) summed over the whole population: fn computes, from this device's neurons, partial
   sums with the batch as its leading axis and no neuron axis; one all-reduce over the neurons'
-  mesh axis completes them. Every x has the batch at axis 0 and its neurons at
-  neuron_axes[i]; without a mesh that splits them, fn(*xs) itself."""
+  mesh axis completes them. logical[i] names the leading axes of xs[i] ("batch", "neurons" or
+  None each, the rest unsplit). Without a mesh that splits the population, fn(*xs) itself."""
   mesh = _mesh()
-  axes = population_axes(xs[0].shape[:2]) if mesh is not None else ()
-  if not axes:
+  if mesh is None:
     return fn(*xs)
-  batch_axis, neuron_axis = axes[0], axes[1]
-  specs = []
-  for x, at in zip(xs, neuron_axes):
-    parts = [None] * x.ndim
-    parts[0] = batch_axis
-    parts[at] = neuron_axis
-    specs.append(P(*parts))
+  specs = [spec(x.shape, names) for x, names in zip(xs, logical)]
+  neuron_axis = next((a for s, names in zip(specs, logical) for a, n in zip(s, names)
+                      if n == NEURONS and a is not None), None)
+  batch_axis = next((a for s, names in zip(specs, logical) for a, n in zip(s, names)
+                     if n == BATCH and a is not None), None)
+  if neuron_axis is None and (batch_axis is None or mesh.shape[batch_axis] == 1):
+    return fn(*xs)
   reduce = (lambda y: jax.lax.psum(y, neuron_axis)) if neuron_axis is not None else (lambda y: y)
-  body = lambda *a: reduce(fn(*a))
-  return jax.shard_map(body, in_specs=tuple(specs), out_specs=P(batch_axis))(
-      *(laid_out(x, s) for x, s in zip(xs, specs)))
+  return jax.shard_map(lambda *a: reduce(fn(*a)), in_specs=tuple(specs),
+                       out_specs=P(batch_axis))(*(laid_out(x, s) for x, s in zip(xs, specs)))

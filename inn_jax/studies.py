@@ -29,7 +29,8 @@ PLAN_FILE, REGISTRATION, RUNS = "plan.py", "registration.json", "runs"
 RESULTS, DIVERGED, CONFIG, METRICS = "results.json", "diverged.json", "config.json", "metrics.jsonl"
 PROVENANCE, ANALYSIS = "provenance.json", "analysis/report.json"
 NGRAM = "ngram/ngram.json"
-RULES_MODULES = ("claims", "stats")  # inn_jax/<name>.py: the rules' code, hashed by content.
+RULES_MODULES = ("claims", "stats")  # inn_jax/<name>.py: the rules' code, hashed by content;
+# a plan may name its own (RULES_CODE, its first module the one whose judge() gives verdicts).
 WITHHELD = "withheld: the rules changed after the runs began"
 PENDING = "pending: no run has started (no registration.json)"
 
@@ -85,18 +86,29 @@ def plan_sha256(plan: dict) -> str:
   return _sha(json.dumps(plan, sort_keys=True, separators=(",", ":")).encode())
 
 
-def rules_files() -> dict:
+def rules_modules(plan: dict | None = None) -> tuple:
+  """The plan's rules modules: RULES_CODE, else claims and stats."""
+  return tuple((plan or {}).get("RULES_CODE", RULES_MODULES))
+
+
+def rules_module(plan: dict):
+  """The module whose judge(plan, records, ngram) gives the plan's verdicts."""
+  import importlib
+  return importlib.import_module(f"inn_jax.{rules_modules(plan)[0]}")
+
+
+def rules_files(modules=RULES_MODULES) -> dict:
   """{module: sha256 of its file's content} of the rules' code."""
   import importlib
   out = {}
-  for name in RULES_MODULES:
+  for name in modules:
     module = importlib.import_module(f"inn_jax.{name}")
     out[name] = _sha(pathlib.Path(module.__file__).read_bytes())
   return out
 
 
-def rules_sha256() -> str:
-  return _sha(json.dumps(rules_files(), sort_keys=True).encode())
+def rules_sha256(modules=RULES_MODULES) -> str:
+  return _sha(json.dumps(rules_files(modules), sort_keys=True).encode())
 
 
 def registration(folder) -> dict | None:
@@ -111,7 +123,8 @@ def register(folder, plan: dict, commit: str | None) -> dict:
   if found is not None:
     return found
   reg = {"study": plan["NAME"], "plan_sha256": plan_sha256(plan),
-         "rules_sha256": rules_sha256(), "rules_files": rules_files(), "commit": commit,
+         "rules_sha256": rules_sha256(rules_modules(plan)),
+         "rules_files": rules_files(rules_modules(plan)), "commit": commit,
          "registered": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%MZ")}
   (pathlib.Path(folder) / REGISTRATION).write_text(json.dumps(reg, indent=1) + "\n")
   return reg
@@ -127,11 +140,11 @@ def changed(folder, plan: dict) -> list[str]:
   if reg["plan_sha256"] != plan_sha256(plan):
     out.append(f"the plan's data hash is {plan_sha256(plan)[:12]}, registered "
                f"{reg['plan_sha256'][:12]}")
-  now = rules_files()
+  now = rules_files(rules_modules(plan))
   for name, sha in sorted(reg.get("rules_files", {}).items()):
     if now.get(name) != sha:
       out.append(f"inn_jax/{name}.py's hash is {str(now.get(name))[:12]}, registered {sha[:12]}")
-  if not out and reg["rules_sha256"] != rules_sha256():
+  if not out and reg["rules_sha256"] != rules_sha256(rules_modules(plan)):
     out.append("the rules' files differ from the registered set")
   return out
 
@@ -412,8 +425,12 @@ def plot_sweeps(plan, recs, out: pathlib.Path) -> list[str]:
 
 
 def findings(plan, recs, grams) -> list[str]:
-  """The headline: the main comparison's ranking and its differences, strongest first."""
+  """The headline: the main comparison's ranking and its differences, strongest first (a plan
+  with its own rules module: that module's findings)."""
   from inn_jax import claims, stats
+  module = rules_module(plan)
+  if module is not claims:
+    return module.findings(plan, recs, grams)
   rules = plan["RULES"]
   stage = rules["c2"]["stage"]
   models = _stage(plan, stage)["models"]
@@ -456,13 +473,12 @@ def findings(plan, recs, grams) -> list[str]:
 
 
 def build(folder, plan=None) -> dict:
-  from inn_jax import claims
   folder = pathlib.Path(folder)
   plan = plan or load_plan(folder)
   recs = records(folder, plan)
   grams = ngram(folder)
   diff = changed(folder, plan)
-  verdicts = claims.judge(plan, recs, grams)
+  verdicts = rules_module(plan).judge(plan, recs, grams)
   if diff:
     text = (PENDING if registration(folder) is None else f"{WITHHELD} ({'; '.join(diff)})")
     for v in verdicts.values():
@@ -474,6 +490,7 @@ def build(folder, plan=None) -> dict:
 def results_markdown(rep: dict, folder: pathlib.Path, base: pathlib.Path, plots: dict) -> str:
   """RESULTS.md: the headline, the verdicts with their intervals, every table and figure."""
   from inn_jax import claims
+  module = rules_module(plan := rep["plan"])
   plan, recs, grams = rep["plan"], rep["records"], rep["ngram"]
   rel = lambda p: os.path.relpath(folder / p, base)
   reg = rep["registration"] or {}
@@ -501,14 +518,19 @@ def results_markdown(rep: dict, folder: pathlib.Path, base: pathlib.Path, plots:
             "validation); each model at its own best peak rate (chosen on valid, seed 0). "
             "Intervals: 95% t-intervals of paired per-seed differences (seed s of both models "
             "saw the same data order).", "", "## What the data show", "",
-            *findings(plan, recs, grams), "", "## The paper's claims", "",
+            *findings(plan, recs, grams), "",
+            "## The paper's claims" if module is claims else "## The study's questions", "",
             "| claim | verdict | rule |", "|---|---|---|"]
   lines += [f"| {k} | **{v['verdict']}** | {v['rule']} |" for k, v in rep["verdicts"].items()]
   lines.append("")
+  titles = getattr(module, "CLAIMS", None) or getattr(module, "QUESTIONS")
   for k, v in rep["verdicts"].items():
-    lines += [f"### {k}: {claims.CLAIMS[k]}", "", f"Verdict: **{v['verdict']}**. Rule: "
+    lines += [f"### {k}: {titles[k]}", "", f"Verdict: **{v['verdict']}**. Rule: "
               f"{v['rule']}.", "", *v["lines"], ""]
   lines += ["## Tables", ""]
+  if hasattr(module, "table"):  # The study's own summary table (population: N x kind).
+    lines += ["Test BPC at each model's best rate, mean ± sd (seeds):", "",
+              *module.table(plan, recs), ""]
   for stage in plan["STAGES"]:
     name = stage["name"]
     if stage["kind"] == "ngram" or not any(r["stage"] == name for r in recs):

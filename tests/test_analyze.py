@@ -150,3 +150,64 @@ def test_cli_errors(tmp_path):
     analyze.main(["--workdir", str(tmp_path), "--out", str(tmp_path / "o")])
   with pytest.raises(SystemExit):
     analyze.main(["--workdir", str(tmp_path), "--out", str(tmp_path / "o"), "--batch_size", "0"])
+
+
+def workspace_inn(n=8, width=None, **kw):
+  opts = dict(TINY, n_neurons=n, n_heads=2 if width is None else 1)
+  model = make("inn", 27, **{**opts, **kw}, communication="workspace", workspace_slots=4,
+               neuron_width=width, rngs=nnx.Rngs(params=0, dropout=1))
+  model.eval()
+  return model
+
+
+def test_workspace_write_shares_and_readers_equal_direct_computation():
+  """The write share (N / m) sum_s w[s, n] and the readers per slot, from the analysis's batched
+  sums, against the weights the model sows in one pass, averaged here by NumPy."""
+  model = workspace_inn()
+  x = tokens(4 * 16).reshape(4, 16).astype(np.int32)
+  report = run_analysis(model, x.reshape(-1), batch_size=3, seq_len=16, max_tokens=0)
+  assert "skipped" in report["connectivity"] and "skipped" not in report["workspace"]
+  model.capture()
+  _, sown = nnx.capture(model, nnx.Intermediate)(x)
+  flat = {(k[1], k[-1]): np.asarray(v.get_value()[0], np.float64)
+          for k, v in nnx.to_flat_state(sown) if k[-1] in ("write_BLmHN", "read_BNLHm")}
+  for layer in report["workspace"]["layers"]:
+    w_mN = flat[(layer["layer"], "write_BLmHN")].mean((0, 1, 3))
+    r_Nm = flat[(layer["layer"], "read_BNLHm")].mean((0, 2, 3))
+    np.testing.assert_allclose(layer["write_share"], w_mN.sum(0) * 8 / 4, rtol=1e-5)
+    assert math.isclose(sum(layer["write_share"]), 8, rel_tol=1e-6)
+    assert layer["readers_per_slot"] == (r_Nm > 1 / 4 * (1 + 1e-6)).sum(0).tolist()
+    assert layer["hubs"] == np.flatnonzero(w_mN.sum(0) * 2 >= 1.5).tolist()
+
+
+def test_a_workspace_has_roles_against_the_nulls():
+  model, init = workspace_inn(), workspace_inn()
+  roles = analyze.neuron_roles(model, init, tokens(512), seq_len=32, max_tokens=512,
+                               bootstrap=20, shuffles=5)
+  assert len(roles["layers"]) == 2 and "hub_threshold" in json.dumps(roles)
+
+
+@pytest.mark.parametrize("communication", ["attention", "workspace"])
+def test_a_population_of_128_is_drawn_in_blocks(tmp_path, communication):
+  """N=128 narrow neurons: the N x N attention and the slot-by-neuron weights are kept and
+  drawn as 64 blocks of 2 neurons, population coding samples 64 neurons; the per-neuron shares
+  stay in the JSON."""
+  model = make("inn", 27, d_model=16, n_layers=1, n_neurons=128, neuron_width=1, n_heads=1,
+               d_state=4, scan_chunk=4, communication=communication, workspace_slots=4,
+               rngs=nnx.Rngs(params=0, dropout=1))
+  model.eval()
+  report = run_analysis(model, tokens(64), batch_size=2, seq_len=16, max_tokens=64)
+  if communication == "attention":
+    conn = report["connectivity"]
+    assert np.asarray(conn["mean_attention_blocks_LHNN"]).shape == (1, 1, 64, 64)
+    assert conn["block_size"] == 2 and len(conn["layers"][0]["in_degree"]) == 128
+  else:
+    space = report["workspace"]
+    assert np.asarray(space["mean_write_blocks_LHmN"]).shape == (1, 1, 4, 64)
+    assert np.asarray(space["mean_read_blocks_LHNm"]).shape == (1, 1, 64, 4)
+    assert len(space["layers"][0]["write_share"]) == 128
+  report.pop("_indegree_TN")
+  files = analyze.plot(report, tmp_path)
+  want = {"attention": "attention", "workspace": "workspace"}[communication]
+  assert want in files and (tmp_path / files[want]).stat().st_size > 0
+  assert "workspace" in analyze.markdown(report) or communication == "attention"

@@ -42,6 +42,7 @@ from inn_jax.models import call_args
 from inn_jax.nn import (Communication, CommunicationConfig, Embedder, LayerNorm, MambaBlock,
                         MambaConfig, neurons)
 from inn_jax.nn.embed import EmbedInit
+from inn_jax.nn.workspace import Workspace
 
 NeuronIdentity = Literal["embedding", "norm", "none"]
 Norm = Literal["pre", "algorithm1"]
@@ -64,6 +65,11 @@ class INNConfig(typed.Config):
     memory: each neuron's memory (MambaConfig); expand=None sizes it to one shared Mamba's
       parameters (with neuron_params="full" each neuron 2 D / N wide).
     communication: how the neurons talk (CommunicationConfig); kind "none" has no sub-layer.
+    neuron_width: d_neuron, the width of each neuron's stream; None is d_model (no projections:
+      today's models, exactly). Narrower: each neuron its own projection in from the shared
+      embedding (D -> d_neuron) and out at the readout (d_neuron -> D, then the mean over
+      neurons), its memory sized from d_neuron (expand=None: 2). The natural scaling family
+      keeps the population's width W = N x d_neuron fixed.
     neuron_identity: "none"; "embedding" (a learned vector per neuron added at replication) or
       "norm" (each neuron its own LayerNorm gain and bias before its memory).
     norm: "pre" (the paper's code: LN before each sub-layer) or "algorithm1" (the text).
@@ -76,6 +82,7 @@ class INNConfig(typed.Config):
   d_model: int = 256
   n_layers: int = 6
   n_neurons: int = 32
+  neuron_width: int | None = None
   memory: MambaConfig = MambaConfig(expand=None, neuron_params="full")
   communication: CommunicationConfig = CommunicationConfig()
   neuron_identity: NeuronIdentity = "none"
@@ -92,14 +99,18 @@ class INNConfig(typed.Config):
       "expand": ("memory", "expand"), "dt_rank": ("memory", "dt_rank"),
       "scan_method": ("memory", "scan_method"), "scan_chunk": ("memory", "scan_chunk"),
       "neuron_params": ("memory", "neuron_params"), "communication": ("communication", "kind"),
-      "n_heads": ("communication", "n_heads"), "attn_dropout": ("communication", "dropout")}
+      "n_heads": ("communication", "n_heads"), "attn_dropout": ("communication", "dropout"),
+      "workspace_slots": ("communication", "slots")}
 
   def check(self):
     typed.positive("INNConfig", d_model=self.d_model, n_layers=self.n_layers,
                    n_neurons=self.n_neurons, remat_rows=self.remat_rows)
-    if self.communication.kind != "none" and self.d_model % self.communication.n_heads:
+    if self.neuron_width is not None:
+      typed.positive("INNConfig", neuron_width=self.neuron_width)
+    if self.communication.kind != "none" and self.width % self.communication.n_heads:
+      width = ("d_model" if self.neuron_width is None else "neuron_width") + f"={self.width}"
       raise ValueError(f"INNConfig: communication.n_heads={self.communication.n_heads} must "
-                       f"divide d_model={self.d_model}.")
+                       f"divide {width}.")
     if self.norm == "algorithm1" and self.neuron_identity == "norm":
       raise ValueError("INNConfig: neuron_identity='norm' needs norm='pre' (Algorithm 1 has no "
                        "LayerNorm before the memory to make per-neuron).")
@@ -123,11 +134,17 @@ class INNConfig(typed.Config):
     return cls(**changes).replace(communication=CommunicationConfig(kind="static"))
 
   @property
+  def width(self) -> int:
+    """Each neuron's width: neuron_width, else d_model."""
+    return self.d_model if self.neuron_width is None else self.neuron_width
+
+  @property
   def memory_expand(self) -> float:
-    """The memory's expand: config.memory.expand, or the parameter-matched width (None)."""
+    """The memory's expand: config.memory.expand, or (None) the parameter-matched width of
+    full-width neurons, 2 for narrow ones (each its own Mamba on its d_neuron)."""
     if self.memory.expand is not None:
       return self.memory.expand
-    if self.memory.neuron_params == "full":
+    if self.memory.neuron_params == "full" and self.neuron_width is None:
       return max(1, round(2 * self.d_model / self.n_neurons)) / self.d_model
     return 2.0
 
@@ -136,17 +153,22 @@ class NeuronLayer(nnx.Module):
   """One INN layer on h_BNLD: each neuron updates its memory, then the neurons exchange messages."""
 
   def __init__(self, config: INNConfig, *, rngs: nnx.Rngs):
-    d_model, n_neurons, dtype = config.d_model, config.n_neurons, jnp.dtype(config.dtype)
+    d_model, n_neurons, dtype = config.width, config.n_neurons, jnp.dtype(config.dtype)
     self.norm = config.norm
     per_neuron_norm = config.neuron_identity == "norm"
     self.memory_norm = (LayerNorm(d_model, n_neurons=n_neurons if per_neuron_norm else None,
                                   rngs=rngs) if self.norm == "pre" else None)
     self.memory = MambaBlock(d_model, config.memory.replace(expand=config.memory_expand),
                              n_neurons=n_neurons, dtype=dtype, rngs=rngs)
-    has_comm = config.communication.kind != "none"
-    self.comm_norm = LayerNorm(d_model) if has_comm else None
-    self.comm = (Communication(d_model, config.communication, dtype=dtype, rngs=rngs)
-                 if has_comm else None)
+    comm = config.communication
+    self.comm_norm = LayerNorm(d_model) if comm.kind != "none" else None
+    if comm.kind == "workspace":
+      self.comm = Workspace(d_model, slots=comm.slots, n_heads=comm.n_heads,
+                            dropout=comm.dropout, dtype=dtype, rngs=rngs)
+    elif comm.kind != "none":
+      self.comm = Communication(d_model, comm, dtype=dtype, rngs=rngs)
+    else:
+      self.comm = None
 
   def remember(self, h_BNLD, cache=None):
     """The memory sub-layer: (h + Memory(LN(h)), the memory's recurrent cache)."""
@@ -203,10 +225,19 @@ class INN(nnx.Module):
     d_model, dtype = config.d_model, jnp.dtype(config.dtype)
     self.embed = Embedder(vocab_size, d_model, init=config.embed_init,
                           tie=config.tie_embeddings, dtype=dtype, rngs=rngs)
-    self.neuron_embed_ND = (neurons.param(jax.random.normal, rngs.params(), (d_model,),
+    width = config.width
+    self.neuron_embed_ND = (neurons.param(jax.random.normal, rngs.params(), (width,),
                                           config.n_neurons)
                             if config.neuron_identity == "embedding" else None)
+    # Narrow neurons: each its own projection in and out (PyTorch's Linear init).
+    uniform = lambda fan_in: lambda key, shape: jax.random.uniform(
+        key, shape, minval=-fan_in ** -0.5, maxval=fan_in ** -0.5)
+    narrow = config.neuron_width is not None
+    self.neuron_in_DE = (neurons.param(uniform(d_model), rngs.params(), (d_model, width),
+                                       config.n_neurons) if narrow else None)
     self.layers = nnx.List([NeuronLayer(config, rngs=rngs) for _ in range(config.n_layers)])
+    self.neuron_out_ED = (neurons.param(uniform(width), rngs.params(), (width, d_model),
+                                        config.n_neurons) if narrow else None)
     self.final_norm = LayerNorm(d_model)
     self.record, self.remat, self.remat_rows = False, config.remat, config.remat_rows
 
@@ -243,7 +274,11 @@ class INN(nnx.Module):
     # so that a profiler trace reads like Algorithm 1.
     with jax.named_scope("embed"):
       x_BLD = self.embed.encode(tokens_BL)
-      h_BNLD = sharding.replicate(x_BLD, self.n_neurons)
+      if self.neuron_in_DE is None:
+        h_BNLD = sharding.replicate(x_BLD, self.n_neurons)
+      else:  # Each neuron's own view of the embedding: (B, N, L, d_neuron).
+        w_NDE = neurons.value(self.neuron_in_DE).astype(x_BLD.dtype)
+        h_BNLD = jnp.einsum("bld,nde->bnle", x_BLD, w_NDE)
       if self.neuron_embed_ND is not None:
         h_BNLD = h_BNLD + neurons.per_step(self.neuron_embed_ND).astype(h_BNLD.dtype)
       h_BNLD = sharding.population(h_BNLD)
@@ -259,7 +294,13 @@ class INN(nnx.Module):
       if self.record:  # Neuron states per layer, for the activation analyses (A.2, Figure 4).
         self.sow(nnx.Intermediate, "neurons_BNLD", h_BNLD)
     with jax.named_scope("head"):
-      y_BLD = sharding.population_mean(h_BNLD)
+      if self.neuron_out_ED is None:
+        y_BLD = sharding.population_mean(h_BNLD)
+      else:  # The mean over neurons of each neuron's own projection back to D.
+        w_NED = neurons.value(self.neuron_out_ED).astype(h_BNLD.dtype)
+        y_BLD = sharding.population_sum(
+            lambda h, w: jnp.einsum("bnle,ned->bld", h, w), h_BNLD, w_NED,
+            logical=[sharding.POPULATION, (sharding.NEURONS,)]) / self.n_neurons
       logits_BLV = self.embed.decode(self.final_norm(y_BLD))
     return (logits_BLV, new_cache) if return_cache else logits_BLV
 

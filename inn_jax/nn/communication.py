@@ -20,7 +20,7 @@ from flax import nnx
 from inn_jax import sharding, typed
 from inn_jax.nn.dropout import dropout as dropout_layer
 
-CommunicationKind = Literal["attention", "static", "none"]
+CommunicationKind = Literal["attention", "static", "workspace", "none"]
 COMMUNICATIONS = typing.get_args(CommunicationKind)
 
 
@@ -30,17 +30,20 @@ class CommunicationConfig(typed.Config):
 
   Attributes:
     kind: "attention" (learned multi-head attention across the neurons, the paper's), "static"
-      (every neuron receives the mean message: Table 3's Static-Communication) or "none" (no
-      communication sub-layer: Table 3's No-Communication).
-    n_heads: H, attention heads (must divide d_model).
+      (every neuron receives the mean message: Table 3's Static-Communication), "workspace"
+      (the neurons write to and read from m shared slots: O(N m) per token,
+      inn_jax.nn.workspace) or "none" (no communication sub-layer: Table 3's No-Communication).
+    n_heads: H, attention heads (must divide the neurons' width).
     dropout: dropout on the attention weights (PyTorch's nn.MultiheadAttention).
+    slots: m, the workspace's slots (kind "workspace" only).
   """
   kind: CommunicationKind = "attention"
   n_heads: int = 4
   dropout: float = 0.1
+  slots: int = 16
 
   def check(self):
-    typed.positive("CommunicationConfig", n_heads=self.n_heads)
+    typed.positive("CommunicationConfig", n_heads=self.n_heads, slots=self.slots)
     typed.rate("CommunicationConfig", dropout=self.dropout)
 
 
@@ -88,7 +91,8 @@ class Communication(nnx.Module):
     kind, n_heads, dropout = config.kind, config.n_heads, config.dropout
     if kind not in ("attention", "static"):
       raise ValueError(f"communication={kind!r}: Communication takes 'attention' or 'static' "
-                       "('none' means the INN has no communication sub-layer).")
+                       "('none' means the INN has no communication sub-layer, 'workspace' is "
+                       "inn_jax.nn.workspace.Workspace).")
     if d_model % n_heads:
       raise ValueError(f"n_heads={n_heads} must divide d_model={d_model}.")
     self.kind, self.n_heads, self.record = kind, n_heads, False
