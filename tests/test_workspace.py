@@ -76,11 +76,11 @@ def test_workspace_equals_a_numpy_loop():
   np.testing.assert_allclose(got["read_BNLHm"], reads, rtol=1e-5, atol=1e-6)
 
 
-def config(kind, n=8, width=8, layers=2, dropout=0.0):
+def config(kind, n=8, width=8, layers=2, dropout=0.0, heads=2):
   return INNConfig(d_model=16, n_layers=layers, n_neurons=n, neuron_width=width,
                    memory=MambaConfig(expand=None, neuron_params="full", d_state=4,
                                       scan_chunk=4),
-                   communication=CommunicationConfig(kind=kind, n_heads=2, dropout=dropout,
+                   communication=CommunicationConfig(kind=kind, n_heads=heads, dropout=dropout,
                                                      slots=4))
 
 
@@ -199,11 +199,14 @@ def test_the_workspace_exchanges_one_reduction_of_the_slots_per_layer(mesh_shape
   kinds = collections.Counter(kind for kind, _ in collectives(step.as_text()))
   assert set(kinds) == {"all-reduce"}, kinds
   # Forward: per layer one all-reduce of this device's batch rows' slots (numerator and
-  # denominator together: (B, L, m, H, K + 1)), and one (B, L, D) for the readout's mean.
+  # denominator together: (B, L, m, H, K + 1)), and one (B, L, D) for the readout's mean; the
+  # narrow neurons' two LayerNorms per layer each sum their mean and variance over the
+  # population, (B, L) numbers apiece.
   b, length, comm = 4 // mesh_shape[0], 8, cfg.communication
   slots = (b, length, comm.slots, comm.n_heads, cfg.width // comm.n_heads + 1)
+  norms = [(b, length)] * (2 * 2 * cfg.n_layers)
   shapes = sorted(s for kind, found in collectives(forward.as_text()) for s in found)
-  assert shapes == sorted([slots] * cfg.n_layers + [(b, length, cfg.d_model)]), shapes
+  assert shapes == sorted([slots] * cfg.n_layers + [(b, length, cfg.d_model)] + norms), shapes
 
 
 def test_dense_attention_gathers_every_neurons_keys_where_the_workspace_does_not():
@@ -238,3 +241,21 @@ def test_workspace_dropout_is_on_in_training_only_and_keys_make_it_pure():
   grads = jax.grad(lambda s: loss(nnx.merge(graphdef, s), x, rngs=key))(state)
   g = nnx.to_pure_dict(grads)["layers"][0]["comm"]["slot_queries"]
   assert np.isfinite(np.asarray(g)).all() and float(np.abs(np.asarray(g)).max()) > 0
+
+
+def test_narrow_neurons_are_normalised_over_the_population():
+  """LayerNorm(population=True) equals NumPy over each token's N x d features; and with neurons
+  one feature wide the model still reads its past (normalised alone, a 1-wide neuron's memory
+  and messages would see a constant, and earlier tokens could not change later logits)."""
+  from inn_jax.nn import LayerNorm
+  x = np.asarray(jax.random.normal(jax.random.key(2), (2, 5, 3, 4)), np.float64)  # B, N, L, d
+  mean = x.mean((1, 3), keepdims=True)
+  want = (x - mean) / np.sqrt(((x - mean) ** 2).mean((1, 3), keepdims=True) + 1e-5)
+  got = LayerNorm(4, population=True)(jnp.asarray(x, jnp.float32))
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  for kind in ("none", "workspace"):
+    model = INN(config(kind, n=8, width=1, heads=1), 27, rngs=nnx.Rngs(0))
+    model.eval()
+    x = tokens(1, 8)
+    changed = x.at[:, 2].set((x[:, 2] + 1) % 27)
+    assert float(jnp.abs(model(changed)[:, 5:] - model(x)[:, 5:]).max()) > 1e-4, kind

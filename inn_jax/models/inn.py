@@ -68,8 +68,10 @@ class INNConfig(typed.Config):
     neuron_width: d_neuron, the width of each neuron's stream; None is d_model (no projections:
       today's models, exactly). Narrower: each neuron its own projection in from the shared
       embedding (D -> d_neuron) and out at the readout (d_neuron -> D, then the mean over
-      neurons), its memory sized from d_neuron (expand=None: 2). The natural scaling family
-      keeps the population's width W = N x d_neuron fixed.
+      neurons), its memory sized from d_neuron (expand=None: 2), and the layer's LayerNorms
+      take their statistics over the whole population's W = N x d_neuron features (a neuron
+      normalised alone over a few features would lose them: LayerNorm(population=True)). The
+      natural scaling family keeps W fixed.
     neuron_identity: "none"; "embedding" (a learned vector per neuron added at replication) or
       "norm" (each neuron its own LayerNorm gain and bias before its memory).
     norm: "pre" (the paper's code: LN before each sub-layer) or "algorithm1" (the text).
@@ -156,12 +158,13 @@ class NeuronLayer(nnx.Module):
     d_model, n_neurons, dtype = config.width, config.n_neurons, jnp.dtype(config.dtype)
     self.norm = config.norm
     per_neuron_norm = config.neuron_identity == "norm"
+    narrow = config.neuron_width is not None  # Normalised over the population (LayerNorm).
     self.memory_norm = (LayerNorm(d_model, n_neurons=n_neurons if per_neuron_norm else None,
-                                  rngs=rngs) if self.norm == "pre" else None)
+                                  population=narrow, rngs=rngs) if self.norm == "pre" else None)
     self.memory = MambaBlock(d_model, config.memory.replace(expand=config.memory_expand),
                              n_neurons=n_neurons, dtype=dtype, rngs=rngs)
     comm = config.communication
-    self.comm_norm = LayerNorm(d_model) if comm.kind != "none" else None
+    self.comm_norm = LayerNorm(d_model, population=narrow) if comm.kind != "none" else None
     if comm.kind == "workspace":
       self.comm = Workspace(d_model, slots=comm.slots, n_heads=comm.n_heads,
                             dropout=comm.dropout, dtype=dtype, rngs=rngs)

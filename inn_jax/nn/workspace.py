@@ -16,7 +16,8 @@ Under neuron parallelism the write is a sum over neurons: with the logits soft-c
 (cap * tanh(x / cap), so exp cannot overflow without subtracting a maximum) each device sums
 exp(logit) v and exp(logit) over its own neurons, and ONE all-reduce over the neuron axis gives
 every device the slots (B, L, m, H, K + 1); the read is then local. That reduction is the
-layer's only exchange on the neuron axis, whatever N.
+communication's only exchange on the neuron axis, whatever N (narrow neurons' LayerNorms add
+their per-token mean and variance: inn_jax.nn.norm).
 
 Top-k routing (each neuron writing to its k best slots) was left out: selecting the top k needs
 every neuron's scores over all m slots first, so it would compute the dense scores it then masks

@@ -14,7 +14,8 @@ chosen on valid (seed 0), reported on test; a second seed at the best rate (seed
 parameters and the data order); the Kneser-Ney n-gram rows on the same splits.
 
 The models: the INN with narrow neurons (neuron_width = d_neuron: each neuron its own
-projection in from the embedding and out to the readout, its memory sized from d_neuron),
+projection in from the embedding and out to the readout, its memory sized from d_neuron,
+the LayerNorms' statistics over the whole population's features: inn_jax.nn.norm),
 2 layers, d_state 8, one head (a neuron 1 wide admits one; the same for every N), 16 workspace
 slots; N in {4, 16, 64, 256} x communication in {attention, workspace, none}. At each N the
 width is the integer d_neuron whose parameter count is nearest 100k at d_model 64; at N = 256
