@@ -175,7 +175,8 @@ def sharded_inn(cfg, mesh):
   return model
 
 
-@pytest.mark.parametrize("mesh_shape", [(1, 2), (2, 2), (1, 4)])
+@pytest.mark.parametrize("mesh_shape", [(1, 2), (2, 2),
+                                        pytest.param((1, 4), marks=pytest.mark.slow)])
 def test_the_workspace_exchanges_one_reduction_of_the_slots_per_layer(mesh_shape):
   """Sharded forward and gradient equal one device's; the compiled step has no all-gather (no
   neuron's keys or values travel) and no all-to-all: on the neuron axis, all-reduces only,
