@@ -17,8 +17,9 @@ numbers come from.
 
 Stages run in the plan's order. `sweep`: each model's seed-0 runs at the plan's rates; where the
 best valid BPC is at an end of the range, one more rate beyond it; then the seeds at the best
-rate. `grid`: every rate, extra seeds at the named rates. `fixed`: one rate (or the best rate of
-another stage's model) and the seeds. `ngram`: python -m inn_jax.ngram. A run is
+rate (after every model's sweep; with "order": "model", each model's right after its own sweep,
+so a costly model placed last holds up no other's results). `grid`: every rate, extra seeds at
+the named rates. `fixed`: one rate (or the best rate of another stage's model) and the seeds. `ngram`: python -m inn_jax.ngram. A run is
 `python train.py --config <CONFIG>:<variant> --config.<key>=<value> ...` in its own scratch
 workdir (--scratch; checkpoints, not committed), resumed if interrupted; finished, its small
 files are copied to <study>/runs/<stage>/<model>-lr<rate>-s<seed>/ with provenance.json, paths
@@ -239,23 +240,41 @@ class Study:
           for seed in stage["extra_seeds"]["seeds"]:
             yield m, lr, seed, steps, ""
     elif kind == "sweep":
+      order = stage.get("order", "stage")
+      if order not in ("stage", "model"):
+        raise StudyError(f"{name}: order={order!r}; use 'stage' (every sweep, then every "
+                         "model's seeds) or 'model' (each model's sweep and seeds in turn).")
+      seeded = stage.get("seeds_at_best_models", stage["models"])
       for m in stage["models"]:
-        for lr in stage["rates"]:
-          yield m, lr, 0, steps, ""
-        ext = self.extension(name, m, stage)
-        if ext is not None:
-          yield m, ext, 0, steps, "(one more rate: the best was at an end)"
-        elif dry and not self.swept(name, m, stage):
-          yield m, stage["extend"]["above"], 0, steps, "(if the best is at an end: one more rate)"
-      for m in stage.get("seeds_at_best_models", stage["models"]):
-        lr = self.best(name, m, stage)
-        note = ""
-        if lr is None:
-          if not dry:
-            raise StudyError(f"{name}/{m}: its sweep has not finished.")
-          lr, note = stage["rates"][0], "(at the best rate, known after the sweep)"
-        for seed in stage["seeds_at_best"]:
-          yield m, lr, seed, steps, note
+        yield from self.sweep_runs(stage, m, dry)
+        if order == "model" and m in seeded:
+          yield from self.seed_runs(stage, m, dry)
+      if order == "stage":
+        for m in seeded:
+          yield from self.seed_runs(stage, m, dry)
+
+  def sweep_runs(self, stage: dict, m: str, dry: bool):
+    """A sweep stage's seed-0 runs of model m: the plan's rates, then the extension if any."""
+    name, steps = stage["name"], stage.get("steps")
+    for lr in stage["rates"]:
+      yield m, lr, 0, steps, ""
+    ext = self.extension(name, m, stage)
+    if ext is not None:
+      yield m, ext, 0, steps, "(one more rate: the best was at an end)"
+    elif dry and not self.swept(name, m, stage):
+      yield m, stage["extend"]["above"], 0, steps, "(if the best is at an end: one more rate)"
+
+  def seed_runs(self, stage: dict, m: str, dry: bool):
+    """A sweep stage's further seeds of model m at its best rate (known once it has swept)."""
+    name, steps = stage["name"], stage.get("steps")
+    lr = self.best(name, m, stage)
+    note = ""
+    if lr is None:
+      if not dry:
+        raise StudyError(f"{name}/{m}: its sweep has not finished.")
+      lr, note = stage["rates"][0], "(at the best rate, known after the sweep)"
+    for seed in stage["seeds_at_best"]:
+      yield m, lr, seed, steps, note
 
   def swept(self, stage, model, spec) -> bool:
     try:

@@ -210,17 +210,13 @@ def test_collectives_are_the_same_on_explicit_and_auto_meshes(explicit, mesh_sha
   all-gather per layer (its reduce-scatter backward) and all-reduces; no all-to-all, no permute,
   no gather of a whole population."""
   import collections
+  from tests.build import sharded_inn
   from tests.test_train_mesh import collectives
   mesh = jax.make_mesh(mesh_shape, ("data", "neuron"),
                        axis_types=(AxisType.Explicit if explicit else AxisType.Auto,) * 2)
   x = tokens(8, 16)
   with jax.set_mesh(mesh), sharding.axis_rules(sharding.RULES):
-    create = lambda: INN(CFG, 27, rngs=nnx.Rngs(0))
-    graphdef, abstract = nnx.split(nnx.eval_shape(create))
-    state = jax.jit(lambda: nnx.state(create()),
-                    out_shardings=nnx.get_named_sharding(abstract, mesh))()
-    model = nnx.merge(graphdef, state)
-    model.eval()
+    model = sharded_inn(CFG, mesh)
     compiled = nnx.jit(nnx.value_and_grad(loss)).lower(
         model, jax.device_put(x, P("data"))).compile()
   found = collectives(compiled.as_text())

@@ -199,6 +199,25 @@ def test_sweeps_extend_at_an_edge_and_seed_the_best_rate(tiny, tmp_path):
                   ("lstm", 1e-2, 0), ("lstm", 1e-1, 0), ("inn", 1e-2, 1)]
 
 
+def test_a_sweep_in_model_order_seeds_each_model_before_the_next(tiny, tmp_path):
+  """With "order": "model" each model's sweep, extension and seeds run before the next model's
+  sweep (a costly model placed last holds up no other's results); a bad order is a named error."""
+  folder, plan = tiny
+  study = driver.Study(folder, tmp_path / "scratch", allow_dirty=True)
+  stage = dict(plan["STAGES"][2], order="model")
+  fake_run(folder, plan, "main", "inn", 1e-3, 0, 4, valid=2.4)  # Best at the bottom: extend.
+  fake_run(folder, plan, "main", "inn", 1e-2, 0, 4, valid=2.5)
+  fake_run(folder, plan, "main", "inn", 1e-4, 0, 4, valid=2.6)
+  runs = []
+  with pytest.raises(driver.StudyError, match="main/lstm: its sweep has not finished"):
+    for m, lr, seed, _, _ in study.stage_runs(stage, dry=False):
+      runs.append((m, lr, seed))
+  assert runs == [("inn", 1e-3, 0), ("inn", 1e-2, 0), ("inn", 1e-4, 0), ("inn", 1e-3, 1),
+                  ("lstm", 1e-3, 0), ("lstm", 1e-2, 0)]
+  with pytest.raises(driver.StudyError, match="main: order='by_model'; use 'stage'"):
+    list(study.stage_runs(dict(stage, order="by_model"), dry=True))
+
+
 def test_a_run_that_is_not_what_the_plan_says_is_an_error(tiny):
   folder, plan = tiny
   run = fake_run(folder, plan, "main", "inn", 1e-3, 0, 4, valid=2.5)

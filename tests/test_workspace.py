@@ -19,6 +19,7 @@ from inn_jax import sharding
 from inn_jax.models import INN, INNConfig, count_params
 from inn_jax.nn import CommunicationConfig, MambaConfig
 from inn_jax.nn.workspace import CAP, Workspace
+from tests.build import sharded_inn
 from tests.test_train_mesh import collectives
 
 
@@ -161,18 +162,6 @@ def test_narrow_neurons_project_in_and_out_as_numpy_loops_do():
 def loss(model, x, rngs=None):
   logits = model(x) if rngs is None else model(x, rngs=rngs)
   return optax.softmax_cross_entropy_with_integer_labels(logits[:, :-1], x[:, 1:]).mean()
-
-
-def sharded_inn(cfg, mesh):
-  """The INN built sharded on `mesh` (the usual NNX init: each weight where its logical axes
-  say), in eval mode; call inside the mesh and the axis rules."""
-  create = lambda: INN(cfg, 27, rngs=nnx.Rngs(0))
-  graphdef, abstract = nnx.split(nnx.eval_shape(create))
-  state = jax.jit(lambda: nnx.state(create()),
-                  out_shardings=nnx.get_named_sharding(abstract, mesh))()
-  model = nnx.merge(graphdef, state)
-  model.eval()
-  return model
 
 
 @pytest.mark.parametrize("mesh_shape", [(1, 2), (2, 2),
