@@ -52,6 +52,8 @@ sys.path.insert(0, str(REPO))  # Run from a clone: the inn_jax beside this scrip
 from inn_jax import studies  # noqa: E402
 
 DEFAULT = REPO / "benchmarks" / "studies" / "claims-v2"
+# The studies RESULTS.md summarises after the default study's results, each a section.
+RESULTS_SECTIONS = [REPO / "benchmarks" / "studies" / "population-v1"]
 KEEP = ("results.json", "diverged.json", "metrics.jsonl", "config.json", "vocab.json",
         "summary.json")
 MEASURE_STEPS = 30
@@ -416,9 +418,15 @@ def _main(argv):
   print(f"{study.trained} runs trained in {time.time() - t0:.0f} s", flush=True)
   if args.no_report:
     return
-  md = (pathlib.Path(args.results_md).absolute() if args.results_md else
-        REPO / "RESULTS.md" if folder == DEFAULT else None)
-  studies.write(folder, md)
+  if args.results_md:
+    md = pathlib.Path(args.results_md).absolute()
+    studies.write(folder, md)
+  elif folder.resolve() in (DEFAULT, *RESULTS_SECTIONS):  # The repository's RESULTS.md, all.
+    md = REPO / "RESULTS.md"
+    studies.write(DEFAULT, md, sections=tuple(RESULTS_SECTIONS))
+  else:
+    md = None
+    studies.write(folder)
   print(f"wrote {folder}/report.md" + (f" and {md}" if md else ""))
 
 

@@ -1,6 +1,7 @@
 """Studies: a plan committed before its runs, the runs' records, and the report that judges them.
 
-    python -m inn_jax.studies benchmarks/studies/claims-v2 --results_md RESULTS.md
+    python -m inn_jax.studies benchmarks/studies/claims-v2 --results_md RESULTS.md \
+        --section benchmarks/studies/population-v1
 
 A study is a folder: plan.py (the plan, as Python literals: models, stages, rates, seeds,
 rules), registration.json (written by benchmarks/study.py when the study's first run starts:
@@ -378,21 +379,32 @@ def plot_curves(points: dict, grams: dict, out: pathlib.Path) -> str:
         if pts:
           ax.plot([p[key] for p in pts], [p["test_bpc"] for p in pts], marker,
                   color=f"C{i}", label=f"{arch} ({'2M' if stage == 'sweep_2m' else '6M'} tokens)")
-    for k, ls in ((3, ":"), (5, "--"), (6, "-.")):
-      if k in grams:
-        ax.axhline(grams[k]["test_bpc"], color="gray", ls=ls, lw=0.8, label=f"{k}-gram")
-    ax.set_xscale("log")
-    ax.set_xlabel(label)
-    ax.set_ylabel("test BPC (best rate, mean of seeds)")
-    ax.grid(alpha=0.3)
+    _reference_axes(ax, grams, {3: ":", 5: "--", 6: "-."}, label,
+                    "test BPC (best rate, mean of seeds)")
+  return _save(fig, axes, out / "curves.png", "BPC against compute, size and time: 30k / 100k "
+               "/ 300k parameters at 2M tokens, 100k at 6M")
+
+
+def _reference_axes(ax, grams: dict, orders: dict, xlabel: str, ylabel: str, base=10):
+  """The n-gram rows of `orders` ({order: line style}) as gray lines; log x; labels; grid."""
+  for k, ls in orders.items():
+    if k in grams:
+      ax.axhline(grams[k]["test_bpc"], color="gray", ls=ls, lw=0.8, label=f"{k}-gram")
+  ax.set_xscale("log", base=base)
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  ax.grid(alpha=0.3)
+
+
+def _save(fig, axes, path: pathlib.Path, title: str) -> str:
+  """The legend on the first panel, the title; saved to `path` and closed; the file's name."""
+  from inn_jax.plots import pyplot
   axes[0].legend(fontsize=7)
-  fig.suptitle("BPC against compute, size and time: 30k / 100k / 300k parameters at 2M tokens, "
-               "100k at 6M", fontsize=10)
+  fig.suptitle(title, fontsize=10)
   fig.tight_layout()
-  name = "curves.png"
-  fig.savefig(out / name, dpi=100)
-  plt.close(fig)
-  return name
+  fig.savefig(path, dpi=100)
+  pyplot().close(fig)
+  return path.name
 
 
 def plot_sweeps(plan, recs, out: pathlib.Path) -> list[str]:
@@ -422,6 +434,54 @@ def plot_sweeps(plan, recs, out: pathlib.Path) -> list[str]:
     plt.close(fig)
     names.append(name)
   return names
+
+
+def population_points(plan, recs) -> dict:
+  """{kind: [{"n", "params", "train_flops", "train_time_s", "test_bpc", "per_seed", "n_seeds"}]}
+  of a population study (RULES["population"]: models "<kind>-n<N>"), each model at its best
+  rate; {} for other studies."""
+  from inn_jax import claims, stats
+  rules = plan["RULES"]
+  spec = rules.get("population")
+  if not spec:
+    return {}
+  out = {}
+  for kind in spec["kinds"]:
+    for n in spec["ns"]:
+      found = claims.at_best(recs, spec["stage"], f"{kind}-n{n}", rules)
+      per_seed = claims.measure(found, rules)
+      s = stats.summary(per_seed.values())
+      if s is None:
+        continue
+      rs = list(found.values())
+      mean = lambda key: stats.summary(r[key] for r in rs)["mean"] if all(
+          r[key] is not None for r in rs) else None
+      out.setdefault(kind, []).append({
+          "n": n, "params": rs[0]["params"], "train_flops": mean("train_flops"),
+          "train_time_s": mean("train_time_s"), "test_bpc": s["mean"], "n_seeds": s["n"],
+          "per_seed": [v for _, v in sorted(per_seed.items()) if v is not None]})
+  return out
+
+
+def plot_population(points: dict, grams: dict, out: pathlib.Path) -> str:
+  """population.png: test BPC against N, against training FLOPs and against train time, one
+  line per way of communicating (mean over seeds; each seed a dot)."""
+  from inn_jax.plots import pyplot
+  plt = pyplot()
+  fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
+  for ax, key, label in zip(axes, ("n", "train_flops", "train_time_s"),
+                            ("neurons N (about 100k parameters, 2,048,000 tokens)",
+                             "training FLOPs (matmuls only)", "train time (s, 2 CPU cores)")):
+    for i, (kind, pts) in enumerate(points.items()):
+      pts = [q for q in pts if q[key]]
+      ax.plot([q[key] for q in pts], [q["test_bpc"] for q in pts], "o-", color=f"C{i}",
+              label=kind)
+      for q in pts:
+        ax.plot([q[key]] * len(q["per_seed"]), q["per_seed"], ".", color=f"C{i}", alpha=0.5)
+    _reference_axes(ax, grams, {4: ":", 5: "--"}, label,
+                    "test BPC (best rate; line: mean, dots: seeds)", base=2 if key == "n" else 10)
+  return _save(fig, axes, out / "population.png", "What the population size buys: each way of "
+               "communicating, N from 4 to 256 at about 100k parameters")
 
 
 def findings(plan, recs, grams) -> list[str]:
@@ -487,50 +547,91 @@ def build(folder, plan=None) -> dict:
           "verdicts": verdicts, "registration": registration(folder)}
 
 
-def results_markdown(rep: dict, folder: pathlib.Path, base: pathlib.Path, plots: dict) -> str:
-  """RESULTS.md: the headline, the verdicts with their intervals, every table and figure."""
-  from inn_jax import claims
-  module = rules_module(plan := rep["plan"])
-  plan, recs, grams = rep["plan"], rep["records"], rep["ngram"]
-  rel = lambda p: os.path.relpath(folder / p, base)
-  reg = rep["registration"] or {}
-  lines = [f"# Results: the study `{plan['NAME']}`", "",
-           f"Generated by `python -m inn_jax.studies {rel('.')} --results_md RESULTS.md` from the "
-           f"runs' files in `{rel(RUNS)}/`; the plan, committed before the first run, is "
-           f"[`{rel(PLAN_FILE)}`]({rel(PLAN_FILE)}). Do not edit.", ""]
+def _status(rep: dict) -> list[str]:
+  """The registration's sentence (or why verdicts are pending or withheld), then the runs'."""
+  reg, recs = rep["registration"] or {}, rep["records"]
   if reg == {}:
-    lines += [f"**Verdicts pending**: no run has started, so the study has no registration.", ""]
+    lines = [f"**Verdicts pending**: no run has started, so the study has no registration.", ""]
   elif rep["changed"]:
-    lines += [f"**Verdicts withheld**: {'; '.join(rep['changed'])}. The rules or the plan "
-              "changed after the runs began; a changed rule is a new study (a new folder).", ""]
+    lines = [f"**Verdicts withheld**: {'; '.join(rep['changed'])}. The rules or the plan "
+             "changed after the runs began; a changed rule is a new study (a new folder).", ""]
   else:
-    lines += [f"Registered at the first run ({reg.get('registered')}, commit "
-              f"{str(reg.get('commit'))[:10]}): plan {reg.get('plan_sha256', '')[:12]}, rules "
-              f"{reg.get('rules_sha256', '')[:12]}; both unchanged, so the verdicts below stand.",
-              ""]
-  n_runs = len(recs)
+    lines = [f"Registered at the first run ({reg.get('registered')}, commit "
+             f"{str(reg.get('commit'))[:10]}): plan {reg.get('plan_sha256', '')[:12]}, rules "
+             f"{reg.get('rules_sha256', '')[:12]}; both unchanged, so the verdicts below stand.",
+             ""]
   commits = sorted({r["commit"] for r in recs if r["commit"]})
-  lines += [f"{n_runs} runs finished (trained at commit{'s' if len(commits) > 1 else ''} "
-            f"{', '.join(c[:10] for c in commits) or '-'}), "
-            f"{sum(r['train_time_s'] or 0 for r in recs) / 3600:.2f} h of training on "
-            f"{'2 CPU cores' if recs else '-'}. Every number is test BPC with a fresh state per "
-            "window on the whole split, from the run's best checkpoint (by periodic "
-            "validation); each model at its own best peak rate (chosen on valid, seed 0). "
-            "Intervals: 95% t-intervals of paired per-seed differences (seed s of both models "
-            "saw the same data order).", "", "## What the data show", "",
-            *findings(plan, recs, grams), "",
-            "## The paper's claims" if module is claims else "## The study's questions", "",
-            "| claim | verdict | rule |", "|---|---|---|"]
+  return lines + [
+      f"{len(recs)} runs finished (trained at commit{'s' if len(commits) > 1 else ''} "
+      f"{', '.join(c[:10] for c in commits) or '-'}), "
+      f"{sum(r['train_time_s'] or 0 for r in recs) / 3600:.2f} h of training on "
+      f"{'2 CPU cores' if recs else '-'}. Every number is test BPC with a fresh state per "
+      "window on the whole split, from the run's best checkpoint (by periodic "
+      "validation); each model at its own best peak rate (chosen on valid, seed 0). "
+      "Intervals: 95% t-intervals of paired per-seed differences (seed s of both models "
+      "saw the same data order).", ""]
+
+
+def _verdicts(rep: dict, level: str) -> list[str]:
+  """The verdicts' table, then each claim or question with its rule and intervals."""
+  module = rules_module(rep["plan"])
+  lines = ["| claim | verdict | rule |", "|---|---|---|"]
   lines += [f"| {k} | **{v['verdict']}** | {v['rule']} |" for k, v in rep["verdicts"].items()]
   lines.append("")
   titles = getattr(module, "CLAIMS", None) or getattr(module, "QUESTIONS")
   for k, v in rep["verdicts"].items():
-    lines += [f"### {k}: {titles[k]}", "", f"Verdict: **{v['verdict']}**. Rule: "
+    lines += [f"{level} {k}: {titles[k]}", "", f"Verdict: **{v['verdict']}**. Rule: "
               f"{v['rule']}.", "", *v["lines"], ""]
-  lines += ["## Tables", ""]
-  if hasattr(module, "table"):  # The study's own summary table (population: N x kind).
-    lines += ["Test BPC at each model's best rate, mean ± sd (seeds):", "",
-              *module.table(plan, recs), ""]
+  return lines
+
+
+def _summary_table(rep: dict, rel, plots: dict) -> list[str]:
+  """The study's own summary table (population: N x kind) and its figure, if it has one."""
+  module, plan = rules_module(rep["plan"]), rep["plan"]
+  if not hasattr(module, "table"):
+    return []
+  lines = ["Test BPC at each model's best rate, mean ± sd (seeds):", "",
+           *module.table(plan, rep["records"]), ""]
+  if "population" in plots:
+    lines += [f"![population]({rel(plots['population'])})", ""]
+  return lines
+
+
+# A study summarised as a section of another's RESULTS.md (--section) goes under this title.
+SECTION_TITLES = {"population-v1": "Scaling the population"}
+
+
+def section_markdown(rep: dict, folder: pathlib.Path, base: pathlib.Path, plots: dict) -> str:
+  """One study as a section of RESULTS.md: where it lives, its status, headline, verdicts,
+  summary table and figure; its full report (every sweep and paired difference) is linked."""
+  plan = rep["plan"]
+  rel = lambda p: os.path.relpath(folder / p, base)
+  title = SECTION_TITLES.get(plan["NAME"], f"The study `{plan['NAME']}`")
+  lines = [f"## {title}", "",
+           f"The study `{plan['NAME']}`: its plan, committed before the first run, is "
+           f"[`{rel(PLAN_FILE)}`]({rel(PLAN_FILE)}); its full report, with every sweep and "
+           f"paired difference, is [`{rel('report.md')}`]({rel('report.md')}).", "",
+           *_status(rep), *findings(plan, rep["records"], rep["ngram"]), "",
+           *_verdicts(rep, "###"), *_summary_table(rep, rel, plots)]
+  return "\n".join(lines) + "\n"
+
+
+def results_markdown(rep: dict, folder: pathlib.Path, base: pathlib.Path, plots: dict,
+                     sections: tuple = ()) -> str:
+  """RESULTS.md: the headline, the verdicts with their intervals, every table and figure (and,
+  after them, each of `sections`' folders summarised by section_markdown)."""
+  from inn_jax import claims
+  module = rules_module(plan := rep["plan"])
+  plan, recs, grams = rep["plan"], rep["records"], rep["ngram"]
+  rel = lambda p: os.path.relpath(folder / p, base)
+  also = "".join(f" --section {os.path.relpath(pathlib.Path(f), base)}" for f in sections)
+  lines = [f"# Results: the study `{plan['NAME']}`", "",
+           f"Generated by `python -m inn_jax.studies {rel('.')} --results_md RESULTS.md{also}` "
+           f"from the runs' files in `{rel(RUNS)}/`; the plan, committed before the first run, is "
+           f"[`{rel(PLAN_FILE)}`]({rel(PLAN_FILE)}). Do not edit.", "",
+           *_status(rep), "## What the data show", "", *findings(plan, recs, grams), "",
+           "## The paper's claims" if module is claims else "## The study's questions", "",
+           *_verdicts(rep, "###"), "## Tables", "", *_summary_table(rep, rel, plots)]
   for stage in plan["STAGES"]:
     name = stage["name"]
     if stage["kind"] == "ngram" or not any(r["stage"] == name for r in recs):
@@ -568,18 +669,26 @@ def plot_names(rep: dict) -> dict:
            and any(claims.runs(recs, s["name"], m, seed=0) for m in s["models"])}
   if curve_points(plan, recs):
     names["curves"] = "curves.png"
+  if population_points(plan, recs):
+    names["population"] = "population.png"
   return names
 
 
-def markdown_files(folder, results_md=None, rep=None) -> dict:
-  """{path: text} of report.md (and RESULTS.md): what write() writes, without drawing."""
+def markdown_files(folder, results_md=None, rep=None, sections=()) -> dict:
+  """{path: text} of report.md (and RESULTS.md, with each folder of `sections` summarised after
+  the study's own results): what write() writes, without drawing."""
   folder = pathlib.Path(folder)
   rep = rep or build(folder)
   plots = plot_names(rep)
   out = {folder / "report.md": results_markdown(rep, folder, folder, plots)}
   if results_md:
     results_md = pathlib.Path(results_md)
-    out[results_md] = results_markdown(rep, folder, results_md.absolute().parent, plots)
+    base = results_md.absolute().parent
+    text = results_markdown(rep, folder, base, plots, sections)
+    for sec in map(pathlib.Path, sections):
+      sec_rep = build(sec)
+      text += "\n" + section_markdown(sec_rep, sec, base, plot_names(sec_rep))
+    out[results_md] = text
   return out
 
 
@@ -599,21 +708,29 @@ def headline(rep: dict) -> str:
   return findings(rep["plan"], rep["records"], rep["ngram"])[0]
 
 
-def write(folder, results_md=None, readme=None) -> dict:
-  """report.md, report.json, the PNGs in the study folder, and RESULTS.md if asked."""
+def write(folder, results_md=None, readme=None, sections=()) -> dict:
+  """report.md, report.json, the PNGs in the study folder, and RESULTS.md if asked (each of
+  `sections` written first, its summary a section of RESULTS.md)."""
   folder = pathlib.Path(folder)
+  for sec in sections:
+    write(sec)
   rep = build(folder)
   drawn = plot_sweeps(rep["plan"], rep["records"], folder)
   points = curve_points(rep["plan"], rep["records"])
   if points:
     drawn.append(plot_curves(points, rep["ngram"], folder))
-  for path, text in markdown_files(folder, results_md, rep).items():
+  population = population_points(rep["plan"], rep["records"])
+  if population:
+    drawn.append(plot_population(population, rep["ngram"], folder))
+  for path, text in markdown_files(folder, results_md, rep, sections).items():
     path.write_text(text)
   if readme:
     readme = pathlib.Path(readme)
     readme.write_text(readme_with_headline(readme.read_text(), headline(rep)))
   public = {k: v for k, v in rep.items() if k != "plan"}
   public["curves"] = points
+  if population:
+    public["population"] = population
   public["records"] = [{k: v for k, v in r.items() if k != "train_curve"} for r in rep["records"]]
   (folder / "report.json").write_text(json.dumps(public, indent=1, default=str) + "\n")
   return rep
@@ -625,9 +742,16 @@ def main(argv=None):
   p.add_argument("study", help="a study folder (plan.py, runs/)")
   p.add_argument("--results_md", help="also write RESULTS.md here")
   p.add_argument("--readme", help="a README whose headline block gets the report's headline")
+  p.add_argument("--section", action="append", default=[],
+                 help="another study folder, its report written and summarised as a section "
+                 "of RESULTS.md (repeatable; needs --results_md)")
   args = p.parse_args(sys.argv[1:] if argv is None else argv)
+  if args.section and not args.results_md:
+    print("error: --section needs --results_md (the file the sections go into); add "
+          "--results_md RESULTS.md.", file=sys.stderr)
+    sys.exit(2)
   try:
-    rep = write(args.study, args.results_md, args.readme)
+    rep = write(args.study, args.results_md, args.readme, tuple(args.section))
   except StudyError as e:
     print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
     sys.exit(2)

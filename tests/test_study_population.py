@@ -52,9 +52,10 @@ def test_rules_are_the_plans_own_module_and_an_edit_withholds_the_verdicts(plan,
   assert all(v["verdict"].startswith(studies.WITHHELD) for v in verdicts.values())
 
 
-def test_the_questions_read_paired_differences(plan, tmp_path):
-  """Two seeds each: workspace better than attention by a clear, consistent margin at N=4;
-  a tie (seeds disagree) at N=16; N helps attention (256 below 4 on both seeds)."""
+def fake_population(plan, tmp_path):
+  """A registered copy of the plan with two seeds of five models: workspace better than
+  attention by a clear, consistent margin at N=4; a tie (seeds disagree) at N=16; N helps
+  attention (256 below 4 on both seeds); N=64 not run."""
   folder = tmp_path / "population"
   folder.mkdir()
   shutil.copy(STUDY / "plan.py", folder / "plan.py")
@@ -69,9 +70,43 @@ def test_the_questions_read_paired_differences(plan, tmp_path):
     fake_run(folder, plan, "population", model, best, 1, 1000, valid=per_seed[1],
              test=per_seed[1])
   studies.register(folder, plan, "c0")
+  return folder
+
+
+def test_the_questions_read_paired_differences(plan, tmp_path):
+  folder = fake_population(plan, tmp_path)
   v = studies.build(folder)["verdicts"]
   assert "N=4 workspace better" in v["Q2"]["verdict"] and "N=16 tie" in v["Q2"]["verdict"]
   assert "attention: helps" in v["Q1"]["verdict"]
   assert "N=64 not run" in v["Q2"]["verdict"]
   text = studies.markdown_files(folder)[folder / "report.md"]
   assert "## The study's questions" in text and "| 4 | 2.3050 ± 0.0071 (n=2)" in text
+
+
+def test_the_population_section_and_figure(plan, tmp_path):
+  """As a section of another study's RESULTS.md: its title, links, verdicts and N x kind
+  table; BPC against N (and FLOPs) per kind, each seed kept, drawn into population.png."""
+  folder = fake_population(plan, tmp_path)
+  points = studies.population_points(plan, studies.build(folder)["records"])
+  assert [q["n"] for q in points["attention"]] == [4, 16, 256]
+  assert points["workspace"][0]["per_seed"] == [2.20, 2.215]
+  assert abs(points["workspace"][0]["test_bpc"] - 2.2075) < 1e-9
+  main = tmp_path / "main"
+  main.mkdir()
+  shutil.copy(STUDY.parent / "claims-v2" / "plan.py", main / "plan.py")
+  studies.write(main, tmp_path / "RESULTS.md", sections=(folder,))
+  text = (tmp_path / "RESULTS.md").read_text()
+  assert "--results_md RESULTS.md --section population`" in text
+  section = text.split("\n## Scaling the population\n", 1)[1]
+  assert "[`population/report.md`](population/report.md)" in section
+  assert "### Q2: " in section and "| 4 | 2.3050 ± 0.0071 (n=2)" in section
+  assert "![population](population/population.png)" in section
+  assert (folder / "population.png").stat().st_size > 10_000
+  assert "population" in json.loads((folder / "report.json").read_text())
+
+
+def test_a_section_without_results_md_is_a_named_error(capsys):
+  with pytest.raises(SystemExit) as e:
+    studies.main([str(STUDY), "--section", str(STUDY)])
+  assert e.value.code == 2
+  assert "--section needs --results_md" in capsys.readouterr().err
