@@ -391,6 +391,7 @@ def _reference_axes(ax, grams: dict, orders: dict, xlabel: str, ylabel: str, bas
     if k in grams:
       ax.axhline(grams[k]["test_bpc"], color="gray", ls=ls, lw=0.8, label=f"{k}-gram")
   ax.set_xscale("log", base=base)
+  ax.xaxis.set_minor_formatter("")  # Labelled decades only: minor labels overlap.
   ax.set_xlabel(xlabel)
   ax.set_ylabel(ylabel)
   ax.grid(alpha=0.3)
