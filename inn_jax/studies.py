@@ -548,8 +548,26 @@ def build(folder, plan=None) -> dict:
           "verdicts": verdicts, "registration": registration(folder)}
 
 
+def unfinished(plan, recs) -> list[str]:
+  """The sweep stages' models whose runs are not all in: a rate of the sweep at seed 0, or a
+  further seed at the best rate (the driver runs an edge's extension before those seeds)."""
+  from inn_jax import claims
+  out = []
+  for stage in [s for s in plan["STAGES"] if s["kind"] == "sweep"]:
+    for m in stage["models"]:
+      lr = claims.best_rate(recs, stage["name"], m, plan["RULES"]["select"])
+      done = all(claims.runs(recs, stage["name"], m, rate, 0) for rate in stage["rates"])
+      if m in stage.get("seeds_at_best_models", stage["models"]):
+        done = done and all(claims.runs(recs, stage["name"], m, lr, seed)
+                            for seed in stage.get("seeds_at_best", []))
+      if not done:
+        out.append(f"{stage['name']}/{m}")
+  return out
+
+
 def _status(rep: dict) -> list[str]:
-  """The registration's sentence (or why verdicts are pending or withheld), then the runs'."""
+  """The registration's sentence (or why verdicts are pending or withheld), then the runs'
+  (and, while some model's runs are missing, that every row and verdict is provisional)."""
   reg, recs = rep["registration"] or {}, rep["records"]
   if reg == {}:
     lines = [f"**Verdicts pending**: no run has started, so the study has no registration.", ""]
@@ -570,7 +588,18 @@ def _status(rep: dict) -> list[str]:
       "window on the whole split, from the run's best checkpoint (by periodic "
       "validation); each model at its own best peak rate (chosen on valid, seed 0). "
       "Intervals: 95% t-intervals of paired per-seed differences (seed s of both models "
-      "saw the same data order).", ""]
+      "saw the same data order).", "",
+      *_in_progress(rep)]
+
+
+def _in_progress(rep: dict) -> list[str]:
+  missing = unfinished(rep["plan"], rep["records"]) if rep["records"] else []
+  if not missing:
+    return []
+  models = sum(len(s["models"]) for s in rep["plan"]["STAGES"] if s["kind"] == "sweep")
+  return [f"**In progress**: {models - len(missing)} of {models} models have all their runs; "
+          f"{len(missing)} have some or none ({', '.join(missing)}). Until they finish, a "
+          "model's best rate, its row and every verdict that reads it are provisional.", ""]
 
 
 def _verdicts(rep: dict, level: str) -> list[str]:

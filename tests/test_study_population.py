@@ -100,6 +100,8 @@ def test_the_population_section_and_figure(plan, tmp_path):
   section = text.split("\n## Scaling the population\n", 1)[1]
   assert "[`population/report.md`](population/report.md)" in section
   assert "### Q2: " in section and "| 4 | 2.3050 ± 0.0071 (n=2)" in section
+  assert "**In progress**: 5 of 12 models have all their runs" in section
+  assert "population/attention-n64" in section and "population/attention-n4," not in section
   assert "![population](population/population.png)" in section
   assert (folder / "population.png").stat().st_size > 10_000
   assert "population" in json.loads((folder / "report.json").read_text())
