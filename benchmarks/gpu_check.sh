@@ -3,7 +3,7 @@
 # (benchmarks/gpu_scan.py), and a 200-step run of the paper-code INN (configs/text8.py:inn_paper,
 # bfloat16) through train.py on the offline pydoc corpus. Writes benchmarks/results/gpu/:
 # gpu_check.json (each stage's command, exit status and seconds; the run's results.json keys),
-# gpu_tests.xml, gpu_scan.json, train_inn_paper_bf16.json and its metrics.jsonl.
+# gpu_tests.xml and .log, gpu_scan.json, train_inn_paper_bf16.json and its metrics.jsonl.
 #
 #   bash benchmarks/gpu_check.sh                   # PYTHON=/path/to/python to choose one
 #
@@ -98,13 +98,19 @@ stage() {
   start=$(date +%s.%N)
   timeout --kill-after=10 "$limit" "$@"
   rc=$?
-  echo "$name|$rc|$start|$(date +%s.%N)|$*" >> "$work/stages"
+  local command="$*"
+  echo "$name|$rc|$start|$(date +%s.%N)|${command//$work/<tmp>}" >> "$work/stages"
   [ "$rc" -eq 124 ] && echo "gpu_check: $name: over its ${limit}s limit" >&2
   return 0
 }
 
-stage gpu_tests 150 "$PYTHON" -m pytest -m gpu -q -p no:cacheprovider \
-    --junitxml="$out/gpu_tests.xml"
+# The gpu-marked tests, verbose into gpu_tests.log, the Hopper default's kernel (Mosaic) first; a
+# test still running after 100 s dumps every thread's stack there, so a hang shows where it is.
+gpu_files=(tests/test_pallas_scan_mosaic.py)
+gpu_files+=($(grep -l "pytest.mark.gpu" tests/test_*.py | grep -vx "${gpu_files[0]}"))
+stage gpu_tests 150 "$PYTHON" -m pytest -m gpu -v -p no:cacheprovider -o faulthandler_timeout=100 \
+    --durations=0 --junitxml="$out/gpu_tests.xml" "${gpu_files[@]}" \
+    > >(tee "$out/gpu_tests.log") 2>&1
 stage gpu_scan 200 "$PYTHON" benchmarks/gpu_scan.py --budget_s 140 --out "$out/gpu_scan.json"
 stage train_inn_paper_bf16 230 "$PYTHON" train.py --config configs/text8.py:inn_paper \
     --workdir "$work/train" --config.data.name=pydoc --config.data.normalize=text8 \
@@ -112,7 +118,8 @@ stage train_inn_paper_bf16 230 "$PYTHON" train.py --config configs/text8.py:inn_
     --config.train.eval_every=200 --config.train.eval_windows=4 --config.train.save_every=200 \
     --config.eval.splits=valid --config.log.progress=false --config.log.tensorboard=false
 if [ -f "$work/train/results.json" ]; then
-  cp "$work/train/results.json" "$out/train_inn_paper_bf16.json"
+  # The run's temporary workdir is written as <tmp>: committed results carry no absolute path.
+  sed "s|$work|<tmp>|g" "$work/train/results.json" > "$out/train_inn_paper_bf16.json"
   cp "$work/train/metrics.jsonl" "$out/train_inn_paper_bf16.metrics.jsonl"
 fi
 
