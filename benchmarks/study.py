@@ -52,8 +52,9 @@ sys.path.insert(0, str(REPO))  # Run from a clone: the inn_jax beside this scrip
 from inn_jax import studies  # noqa: E402
 
 DEFAULT = REPO / "benchmarks" / "studies" / "claims-v2"
-# The studies RESULTS.md summarises after the default study's results, each a section.
-RESULTS_SECTIONS = [REPO / "benchmarks" / "studies" / "population-v1"]
+# The studies RESULTS.md summarises after the default study's results, each a section: those
+# the report has a section title for.
+RESULTS_SECTIONS = [REPO / "benchmarks" / "studies" / name for name in studies.SECTION_TITLES]
 KEEP = ("results.json", "diverged.json", "metrics.jsonl", "config.json", "vocab.json",
         "summary.json")
 MEASURE_STEPS = 30

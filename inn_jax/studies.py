@@ -343,7 +343,6 @@ ARCHS = ("inn", "mamba", "lstm", "transformer")
 def curve_points(plan, recs) -> dict:
   """{arch: [{"label", "params", "train_flops", "train_time_s", "test_bpc"}]}: each size of
   sweep_2m and the main comparison, at the best rate, mean over its seeds."""
-  from inn_jax import claims, stats
   rules = plan["RULES"]
   out = {}
   for stage in [s["name"] for s in plan["STAGES"] if s["kind"] == "sweep"]:
@@ -351,18 +350,30 @@ def curve_points(plan, recs) -> dict:
       arch = m.split("-")[0]
       if arch not in ARCHS:
         continue
-      found = claims.at_best(recs, stage, m, rules)
-      s = stats.summary(claims.measure(found, rules).values())
-      if s is None:
-        continue
-      rs = list(found.values())
-      mean = lambda key: stats.summary(r[key] for r in rs)["mean"] if all(
-          r[key] is not None for r in rs) else None
-      out.setdefault(arch, []).append({
-          "label": f"{m} ({stage})", "stage": stage, "params": rs[0]["params"],
-          "tokens": rs[0]["tokens"], "train_flops": mean("train_flops"),
-          "train_time_s": mean("train_time_s"), "test_bpc": s["mean"], "n": s["n"]})
+      point = _point_at_best(recs, stage, m, rules)
+      if point is not None:
+        del point["per_seed"]
+        out.setdefault(arch, []).append({"label": f"{m} ({stage})", "stage": stage, **point})
   return out
+
+
+def _point_at_best(recs, stage: str, model: str, rules: dict) -> dict | None:
+  """A model's point at its best rate: its size and tokens, the mean over its seeds of the
+  measure (test BPC), of training FLOPs and of train time, and each seed's measure; None
+  before any of its runs at that rate is measured."""
+  from inn_jax import claims, stats
+  found = claims.at_best(recs, stage, model, rules)
+  per_seed = claims.measure(found, rules)
+  s = stats.summary(per_seed.values())
+  if s is None:
+    return None
+  rs = list(found.values())
+  mean = lambda key: stats.summary(r[key] for r in rs)["mean"] if all(
+      r[key] is not None for r in rs) else None
+  return {"params": rs[0]["params"], "tokens": rs[0]["tokens"],
+          "train_flops": mean("train_flops"), "train_time_s": mean("train_time_s"),
+          "test_bpc": s["mean"], "n": s["n"],
+          "per_seed": [v for _, v in sorted(per_seed.items()) if v is not None]}
 
 
 def plot_curves(points: dict, grams: dict, out: pathlib.Path) -> str:
@@ -441,7 +452,6 @@ def population_points(plan, recs) -> dict:
   """{kind: [{"n", "params", "train_flops", "train_time_s", "test_bpc", "per_seed", "n_seeds"}]}
   of a population study (RULES["population"]: models "<kind>-n<N>"), each model at its best
   rate; {} for other studies."""
-  from inn_jax import claims, stats
   rules = plan["RULES"]
   spec = rules.get("population")
   if not spec:
@@ -449,18 +459,12 @@ def population_points(plan, recs) -> dict:
   out = {}
   for kind in spec["kinds"]:
     for n in spec["ns"]:
-      found = claims.at_best(recs, spec["stage"], f"{kind}-n{n}", rules)
-      per_seed = claims.measure(found, rules)
-      s = stats.summary(per_seed.values())
-      if s is None:
-        continue
-      rs = list(found.values())
-      mean = lambda key: stats.summary(r[key] for r in rs)["mean"] if all(
-          r[key] is not None for r in rs) else None
-      out.setdefault(kind, []).append({
-          "n": n, "params": rs[0]["params"], "train_flops": mean("train_flops"),
-          "train_time_s": mean("train_time_s"), "test_bpc": s["mean"], "n_seeds": s["n"],
-          "per_seed": [v for _, v in sorted(per_seed.items()) if v is not None]})
+      point = _point_at_best(recs, spec["stage"], f"{kind}-n{n}", rules)
+      if point is not None:
+        del point["tokens"]
+        n_seeds, per_seed = point.pop("n"), point.pop("per_seed")
+        out.setdefault(kind, []).append({"n": n, **point, "n_seeds": n_seeds,
+                                         "per_seed": per_seed})
   return out
 
 
@@ -627,7 +631,8 @@ def _summary_table(rep: dict, rel, plots: dict) -> list[str]:
   return lines
 
 
-# A study summarised as a section of another's RESULTS.md (--section) goes under this title.
+# A study summarised as a section of another's RESULTS.md (--section) goes under this title;
+# benchmarks/study.py puts each study named here into the repository's RESULTS.md.
 SECTION_TITLES = {"population-v1": "Scaling the population"}
 
 
@@ -704,9 +709,10 @@ def plot_names(rep: dict) -> dict:
   return names
 
 
-def markdown_files(folder, results_md=None, rep=None, sections=()) -> dict:
+def markdown_files(folder, results_md=None, rep=None, sections=(), section_reps=()) -> dict:
   """{path: text} of report.md (and RESULTS.md, with each folder of `sections` summarised after
-  the study's own results): what write() writes, without drawing."""
+  the study's own results): what write() writes, without drawing. rep and section_reps (one
+  per section) are the built reports where the caller has them; else they are built here."""
   folder = pathlib.Path(folder)
   rep = rep or build(folder)
   plots = plot_names(rep)
@@ -715,8 +721,8 @@ def markdown_files(folder, results_md=None, rep=None, sections=()) -> dict:
     results_md = pathlib.Path(results_md)
     base = results_md.absolute().parent
     text = results_markdown(rep, folder, base, plots, sections)
-    for sec in map(pathlib.Path, sections):
-      sec_rep = build(sec)
+    section_reps = list(section_reps) or [build(sec) for sec in sections]
+    for sec, sec_rep in zip(map(pathlib.Path, sections), section_reps, strict=True):
       text += "\n" + section_markdown(sec_rep, sec, base, plot_names(sec_rep))
     out[results_md] = text
   return out
@@ -742,8 +748,7 @@ def write(folder, results_md=None, readme=None, sections=()) -> dict:
   """report.md, report.json, the PNGs in the study folder, and RESULTS.md if asked (each of
   `sections` written first, its summary a section of RESULTS.md)."""
   folder = pathlib.Path(folder)
-  for sec in sections:
-    write(sec)
+  section_reps = [write(sec) for sec in sections]
   rep = build(folder)
   drawn = plot_sweeps(rep["plan"], rep["records"], folder)
   points = curve_points(rep["plan"], rep["records"])
@@ -752,7 +757,7 @@ def write(folder, results_md=None, readme=None, sections=()) -> dict:
   population = population_points(rep["plan"], rep["records"])
   if population:
     drawn.append(plot_population(population, rep["ngram"], folder))
-  for path, text in markdown_files(folder, results_md, rep, sections).items():
+  for path, text in markdown_files(folder, results_md, rep, sections, section_reps).items():
     path.write_text(text)
   if readme:
     readme = pathlib.Path(readme)
