@@ -3,7 +3,8 @@
 # cores): long resume, multi-process, memory and packaging runs, each with its outcome and time
 # in benchmarks/results/slow_tests.json.
 #
-#   bash benchmarks/slow_tests.sh                  # about 20 minutes on 2 idle CPU cores
+#   bash benchmarks/slow_tests.sh                  # about 35 minutes on 2 idle CPU cores (15 of
+#                                                  # them the Pallas kernels' interpret-mode matrix)
 #   PYTHON=/path/to/python bash benchmarks/slow_tests.sh -x   # extra arguments go to pytest
 set -uo pipefail
 cd "$(dirname "$0")/.."

@@ -61,7 +61,7 @@ def test_population_with_per_neuron_parameters():
   check_population_against_sequential(_mosaic(interpret=True, chunk=4))
 
 
-@pytest.mark.parametrize("bad", [dict(tile=6), dict(block_e=(64, 32)), dict(num_warps=(4, 4)),
+@pytest.mark.parametrize("bad", [dict(tile=6), dict(block=(64, 32)), dict(num_warps=(4, 4)),
                                  dict(chunk=64, state=64)])
 def test_bad_arguments_raise(bad):
   bad = dict(bad)
@@ -103,3 +103,11 @@ def test_gpu_kernel_matches_sequential(dtype):
   if pallas_scan.default_backend() != "mosaic":
     pytest.skip("needs an NVIDIA GPU with compute capability >= 9.0")
   _gpu_case(dtype, backend="mosaic")
+
+
+@pytest.mark.gpu
+def test_gpu_kernel_runs_narrow_neurons_padded():
+  """The default INN's memories forced onto Mosaic (each neuron's 16 channels padded to 128)."""
+  if pallas_scan.default_backend() != "mosaic":
+    pytest.skip("needs an NVIDIA GPU with compute capability >= 9.0")
+  _gpu_case(BF16, backend="mosaic", neurons=32)

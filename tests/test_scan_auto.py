@@ -145,6 +145,22 @@ def test_broken_kernel_falls_back_to_chunked_with_one_warning(monkeypatch, kerne
   _assert_falls_back(match)
 
 
+def test_every_backend_the_device_may_pick_is_checked(monkeypatch):
+  """On Hopper method="pallas" runs Mosaic or Triton by the width (pallas_scan.backend_for): the
+  check runs both, and one that disagrees sends "auto" to chunked, naming it."""
+  monkeypatch.setattr(pallas_scan, "available_backends", lambda: ("mosaic", "triton"))
+  seen = []
+
+  def kernel(backend, **kw):
+    seen.append(backend)
+    y, h = _reference(**kw)
+    return (y * 1.01 if backend == "triton" else y), h
+
+  monkeypatch.setattr(pallas_scan, "selective_scan", kernel)
+  _assert_falls_back(r"disagrees \(triton\) with chunked: max abs error \S+ in y$")
+  assert seen == ["mosaic", "triton"]
+
+
 def _inputs(lead=(2, 2), length=6, width=4, state=3):
   rng = np.random.default_rng(1)
   n = lambda *shape: rng.standard_normal(shape).astype(np.float32)

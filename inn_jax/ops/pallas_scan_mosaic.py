@@ -1,7 +1,8 @@
 """The fused selective scan's kernels for Pallas' Mosaic GPU backend (entry: pallas_scan).
 
-NVIDIA compute capability >= 9.0 (Hopper, Blackwell): TMA copies tracked by mbarriers. One
-program (CUDA block) per (batch row, 128 channels) is one warpgroup; the (128, S) float32 state
+NVIDIA compute capability >= 9.0 (Hopper, Blackwell): TMA copies tracked by mbarriers. Operands
+in pallas_scan's kernel view (rows (R, N, L, E), parameters (N or 1, E, S)), read in place. One
+program (CUDA block) per (row, neuron, 128 channels) is one warpgroup; the (128, S) float32 state
 lives in registers in the WGMMA layout (each thread holds a few rows and columns), per-channel
 rows in its row-reduced layout, per-state rows (B_t, C_t) in its column-reduced one. The
 length streams through SMEM in tiles, double-buffered: the copy of tile i + 2 is issued as soon
@@ -9,9 +10,11 @@ as tile i is consumed, and each output tile is copied back while the next one co
 
 Forward: tiles of `tile` steps; the state at every chunk start goes to HBM when a backward will
 need it. Backward: tiles of one chunk in reverse; the chunk's states are recomputed from the
-saved one into SMEM, then the adjoint recurrence walks them back. Channels are padded to 128,
-the state to a multiple of 8 (WGMMA's tile) and the length to a multiple of the tile; steps past
-the true length are masked (dt = 0 keeps the state).
+saved one into SMEM, then the adjoint recurrence walks them back, recomputing each step's decay
+(keeping them would take a second (chunk, 128, S) float32 SMEM buffer, 64 KB at chunk 8, and a
+store and a load an element where the exp costs one SFU result: which is faster is for a GPU to
+measure). Channels are padded to 128, the state to a multiple of 8 (WGMMA's tile) and the length
+to a multiple of the tile; steps past the true length are masked (dt = 0 keeps the state).
 """
 
 from __future__ import annotations
@@ -36,18 +39,22 @@ _FWD_SMEM = 110 * 1024
 _MAX_SMEM = 220 * 1024
 _TILE, _ROW, _COL = (plgpu.Layout.WGMMA, plgpu.Layout.WGMMA.reduce(1),
                      plgpu.Layout.WGMMA.reduce(0))
-KINDS = dict(u="BLE", delta="BLE", z="BLE", gy="BLE", gu="BLE", gdelta="BLE", gz="BLE", y="BLE",
-             B="BLS", C="BLS", gB="BQLS", gC="BQLS", hc="BJES", A="ES", D="E", delta_bias="E",
-             h0="BES", ghT="BES", hT="BES", gA="BES", gh0="BES", gD="BE", gbias="BE")
-_STREAMED = ("BLE", "BLS", "BQLS", "BJES")  # Walked along the length; the rest once per program.
+KINDS = dict(u="RNLE", delta="RNLE", z="RNLE", gy="RNLE", gu="RNLE", gdelta="RNLE", gz="RNLE",
+             y="RNLE", B="RNLS", C="RNLS", gB="RNQLS", gC="RNQLS", hc="RNJES", A="PES", D="PE",
+             delta_bias="PE", h0="RNES", ghT="RNES", hT="RNES", gA="RNES", gh0="RNES", gD="RNE",
+             gbias="RNE")
+# Walked along the length; the rest once per program.
+_STREAMED = ("RNLE", "RNLS", "RNQLS", "RNJES")
 
 
-def config(cfg, args, *, block_e=None, num_warps=None, tile=None):
-  """cfg with the forward tile filled in, and the padded (length, channels, state)."""
-  if block_e is not None or num_warps is not None:
-    raise ValueError("pallas selective_scan: block_e and num_warps apply to backend='triton' "
+def config(cfg, args, *, block=None, num_warps=None, tile=None):
+  """cfg with the forward tile filled in, and the padded sizes: length (to the tile), channels
+  (to 128), state (to a multiple of 8)."""
+  if block is not None or num_warps is not None:
+    raise ValueError("pallas selective_scan: block and num_warps apply to backend='triton' "
                      "only; Mosaic GPU programs are 128 channels wide.")
-  (_, length, width), state = args["u"].shape, args["A"].shape[1]
+  length, width = args["u"].shape[2:]
+  state = args["A"].shape[-1]
   state_p, chunk = -(-state // 8) * 8, cfg.chunk
   itemsize = {k: jnp.dtype(v.dtype).itemsize for k, v in args.items()}
   streamed = [k for k in ("u", "delta", "z") if k in args]
@@ -71,15 +78,15 @@ def config(cfg, args, *, block_e=None, num_warps=None, tile=None):
                      f"need {max(fwd_bytes(tile), bwd_bytes) // 1024} KB of shared memory per "
                      f"program, over {_MAX_SMEM // 1024} KB; lower chunk or tile.")
   return (dataclasses.replace(cfg, tile=tile),
-          (-(-length // tile) * tile, -(-width // BLOCK_E) * BLOCK_E, state_p))
+          dict(L=-(-length // tile) * tile, E=-(-width // BLOCK_E) * BLOCK_E, S=state_p))
 
 
 def forward(cfg, args, save):
   outs = dict(y=args["u"].dtype, hT=F32)
   if save:
     outs["hc"] = F32
-  rows = dict(BLE=cfg.tile, BLS=cfg.tile, BJES=cfg.tile // cfg.chunk)
-  padded = args["u"].shape[1]
+  rows = dict(RNLE=cfg.tile, RNLS=cfg.tile, RNJES=cfg.tile // cfg.chunk)
+  padded = args["u"].shape[2]
 
   def init(c):
     return c["h0"] if "h0" in c else _zeros(c["A"].shape, _TILE)
@@ -93,7 +100,7 @@ def forward(cfg, args, save):
         t = k * cfg.chunk + j
         x = ps.row_inputs(_row(src, t), c.get("delta_bias"), cfg.softplus,
                           _valid(cfg, padded, i * cfg.tile + t))
-        h_ES = ps.advance(h_ES, c["A"], x)[1]
+        h_ES = ps.advance(h_ES, c["A2"], x)[1]
         dst["y"][t] = ps.output(h_ES, x, c.get("D")).astype(dst["y"].dtype)
         return h_ES
       return lax.fori_loop(0, cfg.chunk, step, h_ES)
@@ -110,8 +117,8 @@ def backward(cfg, args, hc, gy, ghT):
               gbias=F32, gh0=F32)
   if "z" in args:
     outs["gz"] = args["z"].dtype
-  rows = dict(BLE=cfg.chunk, BLS=cfg.chunk, BQLS=cfg.chunk, BJES=1)
-  padded, state = args["u"].shape[1], args["A"].shape[1]
+  rows = dict(RNLE=cfg.chunk, RNLS=cfg.chunk, RNQLS=cfg.chunk, RNJES=1)
+  padded, state = args["u"].shape[2], args["A"].shape[-1]
 
   def init(c):
     zeros_E = _zeros((BLOCK_E,), _ROW)
@@ -124,13 +131,14 @@ def backward(cfg, args, hc, gy, ghT):
       hs_LES[t] = h_ES
       x = ps.row_inputs(_row(src, t), c.get("delta_bias"), cfg.softplus, valid(t),
                         outputs=False)
-      return ps.advance(h_ES, c["A"], x)[1]
+      return ps.advance(h_ES, c["A2"], x)[1]
     lax.fori_loop(0, cfg.chunk, recompute, plgpu.load(src["hc"].at[0], layout=_TILE))
 
     def step(j, carry):
       t = cfg.chunk - 1 - j
       x = ps.row_inputs(_row(src, t), c.get("delta_bias"), cfg.softplus, valid(t))
-      carry, out = ps.bwd_step(plgpu.load(hs_LES.at[t], layout=_TILE), c["A"], x, c.get("D"),
+      h_prev_ES = plgpu.load(hs_LES.at[t], layout=_TILE)
+      carry, out = ps.bwd_step(h_prev_ES, ps.decay(c["A2"], x), c["A"], x, c.get("D"),
                                _row(src, t)("gy"), carry, cfg.softplus, valid(t))
       for name, row in out.items():
         dst[name][t] = row.astype(dst[name].dtype)
@@ -156,37 +164,39 @@ def _row(src, t):
   def row(name):
     if name not in src:
       return None
-    layout = _ROW if KINDS[name] == "BLE" else _COL
+    layout = _ROW if KINDS[name] == "RNLE" else _COL
     return plgpu.load(src[name].at[t], layout=layout).astype(F32)
   return row
 
 
 def _block(kind, rows, state):
-  return dict(BLE=(rows, BLOCK_E), BLS=(rows, state), BQLS=(rows, state),
-              BJES=(rows, BLOCK_E, state), ES=(BLOCK_E, state), E=(BLOCK_E,),
-              BES=(BLOCK_E, state), BE=(BLOCK_E,))[kind]
+  return dict(RNLE=(rows, BLOCK_E), RNLS=(rows, state), RNQLS=(rows, state),
+              RNJES=(rows, BLOCK_E, state), PES=(BLOCK_E, state), PE=(BLOCK_E,),
+              RNES=(BLOCK_E, state), RNE=(BLOCK_E,))[kind]
 
 
-def _view(ref, kind, b, e, start=0, rows=0):
-  """The GMEM window of program (b, e): rows [start, start + rows) of streamed kinds."""
+def _view(ref, kind, pid, start=0, rows=0):
+  """The GMEM window of program pid = (r, n, p, e), p the parameters' neuron (n, or 0 when
+  shared): steps [start, start + rows) of streamed kinds."""
+  r, n, p, e = pid
   es, ls = pl.ds(e * BLOCK_E, BLOCK_E), pl.ds(start, rows)
-  return dict(BLE=lambda: ref.at[b, ls, es], BLS=lambda: ref.at[b, ls],
-              BQLS=lambda: ref.at[b, e, ls], BJES=lambda: ref.at[b, ls, es],
-              ES=lambda: ref.at[es], E=lambda: ref.at[es], BES=lambda: ref.at[b, es],
-              BE=lambda: ref.at[b, es])[kind]()
+  return dict(RNLE=lambda: ref.at[r, n, ls, es], RNLS=lambda: ref.at[r, n, ls],
+              RNQLS=lambda: ref.at[r, n, e, ls], RNJES=lambda: ref.at[r, n, ls, es],
+              PES=lambda: ref.at[p, es], PE=lambda: ref.at[p, es], RNES=lambda: ref.at[r, n, es],
+              RNE=lambda: ref.at[r, n, es])[kind]()
 
 
 def _call(name, cfg, ins, outs, rows, reverse, init, tile_fn, final, scratch=()):
-  """plgpu.kernel over (batch, channel blocks): per-program inputs are loaded to registers
+  """plgpu.kernel over (rows, neurons, channel blocks): per-program inputs are loaded to registers
   (dict c), carry = init(c); streamed operands go through SMEM, carry = tile_fn(i, src, dst, c,
   carry, *scratch) per tile i (reversed if reverse); final(carry) gives the per-program outputs.
   ins maps names to arrays, outs names to dtypes."""
-  batch, length, width = ins["u"].shape
-  state = ins["A"].shape[1]
-  n_tiles, n_e = length // rows["BLE"], width // BLOCK_E
-  shape = dict(BLE=(batch, length, width), BQLS=(batch, n_e, length, state),
-               BJES=(batch, length // cfg.chunk, width, state), BES=(batch, width, state),
-               BE=(batch, width))
+  n_rows, neurons, length, width = ins["u"].shape
+  state, shared = ins["A"].shape[-1], ins["A"].shape[0] == 1
+  n_tiles, n_e = length // rows["RNLE"], width // BLOCK_E
+  shape = dict(RNLE=(n_rows, neurons, length, width), RNQLS=(n_rows, neurons, n_e, length, state),
+               RNJES=(n_rows, neurons, length // cfg.chunk, width, state),
+               RNES=(n_rows, neurons, width, state), RNE=(n_rows, neurons, width))
   split = lambda names, streamed: [k for k in names if (KINDS[k] in _STREAMED) == streamed]
   src_names, dst_names = split(ins, True), split(outs, True)
   const_names, end_names = split(ins, False), split(outs, False)
@@ -195,13 +205,15 @@ def _call(name, cfg, ins, outs, rows, reverse, init, tile_fn, final, scratch=())
 
   def body(*refs, src, dst, const, end, bars, const_bar, scratch):
     r = dict(zip((*ins, *outs), refs))
-    b, e = lax.axis_index("b"), lax.axis_index("e")
+    n = lax.axis_index("n")
+    pid = (lax.axis_index("r"), n, 0 if shared else n, lax.axis_index("e"))
     for k in const_names:
-      plgpu.copy_gmem_to_smem(_view(r[k], KINDS[k], b, e), const[k], const_bar)
+      plgpu.copy_gmem_to_smem(_view(r[k], KINDS[k], pid), const[k], const_bar)
     plgpu.barrier_wait(const_bar)
-    c = {k: plgpu.load(const[k], layout=_ROW if KINDS[k] == "E" else _TILE).astype(F32)
+    c = {k: plgpu.load(const[k], layout=_ROW if KINDS[k] == "PE" else _TILE).astype(F32)
          for k in const_names}
-    window = lambda k, i: _view(r[k], KINDS[k], b, e, i * rows[KINDS[k]], rows[KINDS[k]])
+    c["A2"] = c["A"] * ps.LOG2E  # The decay is exp2(dt A2) (pallas_steps).
+    window = lambda k, i: _view(r[k], KINDS[k], pid, i * rows[KINDS[k]], rows[KINDS[k]])
     order = (lambda j: n_tiles - 1 - j) if reverse else (lambda j: j)
 
     def fetch(j, slot):
@@ -229,7 +241,7 @@ def _call(name, cfg, ins, outs, rows, reverse, init, tile_fn, final, scratch=())
       end[k][...] = results[k].astype(end[k].dtype)
     plgpu.commit_smem()
     for k in end_names:
-      plgpu.copy_smem_to_gmem(end[k], _view(r[k], KINDS[k], b, e))
+      plgpu.copy_smem_to_gmem(end[k], _view(r[k], KINDS[k], pid))
     plgpu.wait_smem_to_gmem(0)
 
   body.__name__ = name
@@ -244,8 +256,8 @@ def _call(name, cfg, ins, outs, rows, reverse, init, tile_fn, final, scratch=())
           bars=plgpu.Barrier(num_arrivals=len(src_names), num_barriers=2),
           const_bar=plgpu.Barrier(num_arrivals=len(const_names)),
           scratch=list(scratch)),
-      grid=(batch, n_e),
-      grid_names=("b", "e"),
+      grid=(n_rows, neurons, n_e),
+      grid_names=("r", "n", "e"),
       interpret=plgpu.InterpretGPUParams() if cfg.interpret else None,
   )(*ins.values())
   return dict(zip(outs, out))

@@ -1,18 +1,34 @@
 """Per-step math of the fused selective scan, shared by its Pallas backends (pallas_scan_mosaic,
 pallas_scan_triton), which import it; it imports nothing of the package.
 
-Broadcasts are explicit (broadcast_in_dim): Mosaic GPU lowers those, not size-1 reshapes. Rows
-arrive as float32 via row(name), None when absent.
+A program's state is h (*G, E, S): E channels of S states, with G empty (the Mosaic warpgroup's
+(128, S) tile) or one axis of neurons folded into the program (Triton's (neurons, channels, S)
+block). Per-channel rows (u, dt, z, D, ...) are (*G, E); per-row ones (B_t, C_t) are (*G, S):
+each neuron of the block has its own. Broadcasts are explicit (broadcast_in_dim): Mosaic GPU
+lowers those, not size-1 reshapes. Rows arrive as float32 via row(name), None when absent.
+
+The decay is exp2(dt * A2) with A2 = A * log2(e) scaled once per program (mamba_ssm's exp2f):
+one multiply per element fewer than exp(dt * A), and the same value up to rounding.
 """
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 
+LOG2E = math.log2(math.e)
 
-def bcast(x, shape, dim):
-  return jax.lax.broadcast_in_dim(x, shape, (dim,))
+
+def per_channel(x, shape):
+  """(*G, E) -> (*G, E, S)."""
+  return jax.lax.broadcast_in_dim(x, shape, tuple(range(len(shape) - 1)))
+
+
+def per_state(x, shape):
+  """(*G, S) -> (*G, E, S)."""
+  return jax.lax.broadcast_in_dim(x, shape, (*range(len(shape) - 2), len(shape) - 1))
 
 
 def log1p(x):
@@ -41,15 +57,25 @@ def row_inputs(row, bias_E, use_softplus, valid=None, outputs=True):
   return x
 
 
-def advance(h_ES, A_ES, x):
-  """(exp(dt A), the next state)."""
-  shape = A_ES.shape
-  a_ES = jnp.exp(bcast(x["dt"], shape, 0) * A_ES)
-  return a_ES, a_ES * h_ES + bcast(x["dt"] * x["u"], shape, 0) * bcast(x["B"], shape, 1)
+def decay(A2_ES, x):
+  """exp(dt A) as exp2(dt A2): the step's one exponential per element."""
+  return jnp.exp2(per_channel(x["dt"], A2_ES.shape) * A2_ES)
+
+
+def update(a_ES, h_ES, x):
+  """The next state a h + dt u B, given the decay a."""
+  shape = h_ES.shape
+  return a_ES * h_ES + per_channel(x["dt"] * x["u"], shape) * per_state(x["B"], shape)
+
+
+def advance(h_ES, A2_ES, x):
+  """(the decay, the next state)."""
+  a_ES = decay(A2_ES, x)
+  return a_ES, update(a_ES, h_ES, x)
 
 
 def output(h_ES, x, D_E, gate=True):
-  y_E = jnp.sum(h_ES * bcast(x["C"], h_ES.shape, 1), axis=1)
+  y_E = jnp.sum(h_ES * per_state(x["C"], h_ES.shape), axis=-1)
   if D_E is not None:
     y_E = y_E + D_E * x["u"]
   if gate and x["z"] is not None:
@@ -57,23 +83,28 @@ def output(h_ES, x, D_E, gate=True):
   return y_E
 
 
-def bwd_step(h_prev_ES, A_ES, x, D_E, g0_E, carry, use_softplus, valid=None):
-  """One reverse step: carry (lam, gA, gD, gbias) -> (carry, rows gu, gdelta, gB, gC[, gz])."""
+def bwd_step(h_prev_ES, a_ES, A_ES, x, D_E, g0_E, carry, use_softplus, valid=None):
+  """One reverse step, given the state before it and its decay a (computed once, in the
+  recompute): carry (lam, gA, gD, gbias) -> (carry, rows gu, gdelta, gB (*G, S), gC[, gz]).
+  valid (0/1 or None) zeroes the cotangent of padded steps, whose writes the true steps redo."""
   lam_ES, gA_ES, gD_E, gbias_E = carry
   shape = A_ES.shape
-  a_ES, h_ES = advance(h_prev_ES, A_ES, x)
+  if valid is not None:
+    g0_E = g0_E * valid
+  h_ES = update(a_ES, h_prev_ES, x)
   out = {}
   if x["z"] is not None:  # y = y0 * silu(z): split the cotangent between y0 and z.
     z_E, s_E = x["z"], sigmoid(x["z"])
     out["gz"] = g0_E * output(h_ES, x, D_E, gate=False) * s_E * (1.0 + z_E * (1.0 - s_E))
     g0_E = g0_E * z_E * s_E
-  lam_ES = lam_ES + bcast(g0_E, shape, 0) * bcast(x["C"], shape, 1)
-  out["gC"] = jnp.sum(bcast(g0_E, shape, 0) * h_ES, axis=0)
-  out["gB"] = jnp.sum(lam_ES * bcast(x["dt"] * x["u"], shape, 0), axis=0)
-  lamB_E = jnp.sum(lam_ES * bcast(x["B"], shape, 1), axis=1)
+  g0_ES = per_channel(g0_E, shape)
+  lam_ES = lam_ES + g0_ES * per_state(x["C"], shape)
+  out["gC"] = jnp.sum(g0_ES * h_ES, axis=-2)
+  out["gB"] = jnp.sum(lam_ES * per_channel(x["dt"] * x["u"], shape), axis=-2)
+  lamB_E = jnp.sum(lam_ES * per_state(x["B"], shape), axis=-1)
   q_ES = lam_ES * a_ES * h_prev_ES
-  gA_ES = gA_ES + q_ES * bcast(x["dt"], shape, 0)
-  gpre_E = jnp.sum(q_ES * A_ES, axis=1) + x["u"] * lamB_E
+  gA_ES = gA_ES + q_ES * per_channel(x["dt"], shape)
+  gpre_E = jnp.sum(q_ES * A_ES, axis=-1) + x["u"] * lamB_E
   if use_softplus:
     gpre_E = gpre_E * sigmoid(x["pre"])
   if valid is not None:

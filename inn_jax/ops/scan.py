@@ -115,18 +115,27 @@ _CHECK_NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "h0")
 @functools.cache
 def _pallas_checked(device_kind: str) -> str:
   """"pallas" if the Pallas kernel, run through _local as method="pallas" runs it, compiles on
-  this device (kind: the cache key, one check per kind and process) and its y, final state and
-  gradients w.r.t. every input of a scalar loss equal "chunked"'s within _CHECK_TOL; else
-  "chunked", after one warning naming the error. Runs on concrete arrays outside any trace."""
+  this device (kind: the cache key, one check per kind and process) with every backend that
+  method="pallas" may pick here (pallas_scan.backend_for: Mosaic and Triton on Hopper) and its
+  y, final state and gradients w.r.t. every input of a scalar loss equal "chunked"'s within
+  _CHECK_TOL; else "chunked", after one warning naming the error. Runs on concrete arrays
+  outside any trace."""
   args, cotangents = _check_problem()
   want = _check_run("chunked", args, cotangents)
-  try:
-    got = _check_run("pallas", args, cotangents)
-  except Exception as e:  # Any failure to lower, compile or run: the kernel cannot be trusted.
-    lines = str(e).strip().splitlines()
-    problem = f"failed to compile: {type(e).__name__}" + (f": {lines[0]}" if lines else "")
-  else:
-    problem = _check_mismatch(got, want)
+  problem = None
+  for backend in pallas_scan.available_backends() or (None,):
+    named = "" if backend is None else f" ({backend})"
+    try:
+      got = _check_run("pallas", args, cotangents, backend=backend)
+    except Exception as e:  # Any failure to lower, compile or run: the kernel cannot be trusted.
+      lines = str(e).strip().splitlines()
+      problem = (f"failed to compile{named}: {type(e).__name__}"
+                 + (f": {lines[0]}" if lines else ""))
+    else:
+      problem = _check_mismatch(got, want)
+      problem = problem and problem.replace("disagrees", f"disagrees{named}", 1)
+    if problem is not None:
+      break
   if problem is None:
     return "pallas"
   warnings.warn(f"selective_scan: method='auto' uses 'chunked' on {device_kind}: the Pallas "
@@ -151,11 +160,14 @@ def _check_problem():
           tuple(c.astype(np.float32) for c in cotangents))
 
 
-def _check_run(method, args, cotangents):
-  """{y, final state, gradient of every input} of method on the check problem, as NumPy."""
+def _check_run(method, args, cotangents, backend=None):
+  """{y, final state, gradient of every input} of method on the check problem, as NumPy; backend
+  names the Pallas backend (None: the default)."""
   def loss(args):
     rows = {k: args[k] for k in ("u", "delta", "B", "C", "z", "h0")}
     params = {k: args[k] for k in ("A", "D", "delta_bias")}
+    if backend is not None:
+      params["backend"] = backend
     y, h = _local(rows, params, softplus=True, method=method, chunk_size=16)
     return jnp.sum(y * cotangents[0]) + jnp.sum(h * cotangents[1]), (y, h)
 
@@ -188,7 +200,7 @@ def _check_mismatch(got, want) -> str | None:
 
 def _local(rows, params, *, softplus, method, chunk_size):
   """(y, final state) on this device's rows."""
-  if method == "pallas":
+  if method == "pallas":  # params may name the backend (the auto check's).
     return pallas_scan.selective_scan(**rows, **params, delta_softplus=softplus,
                                       return_state=True)
   f32 = jnp.float32

@@ -57,12 +57,3 @@ def param_axes(A) -> int:
   """How many of u's leading axes the parameters carry (0: shared by every row)."""
   return A.ndim - 2
 
-
-def vmap_param_axes(fn, n_lead: int, n_param: int):
-  """fn(rows, params) -> outputs, mapped over the parameters' leading axes, so that fn sees
-  parameters shared by all its rows. rows hold the `lead` axes, params the P axes (the last
-  n_param of lead); outputs come back with the lead axes at the front."""
-  axis = n_lead - n_param
-  for _ in range(n_param):
-    fn = jax.vmap(fn, in_axes=(axis, 0), out_axes=axis)
-  return fn
