@@ -52,6 +52,45 @@ def test_bad_tokens_name_the_argument(built, tokens, error, match):
       _traced(model, lambda m, t: m(t), tokens)
 
 
+def test_ids_outside_the_vocabulary_are_refused_eagerly(built):
+  """1000 and -1 are no token of a 27-symbol vocabulary: an eager call says which and where,
+  before any work (a gather would clamp them to id 26 and wrap -1)."""
+  kind, model, _ = built
+  for bad, where in ((1000, "[0, 1]"), (-1, "[1, 2]")):
+    tokens = jnp.zeros((2, 3), jnp.int32).at[tuple(int(i) for i in where[1:-1].split(","))].set(
+        bad)
+    with pytest.raises(ValueError, match=rf"^{NAMES[kind]}: tokens_BL\{where[:-1]}\] = {bad} "
+                                         r"is not a token id .*vocab_size=27"):
+      model(tokens)
+
+
+@pytest.mark.parametrize("kind", sorted(TINY))
+def test_under_jit_an_id_outside_the_vocabulary_gives_nan_not_a_real_token(kind):
+  """Traced ids cannot be checked: the documented policy is NaN logits at the bad position (and
+  after it; the Transformer's masked attention sums spread it over the row), so a loss over them
+  is NaN, never a plausible number from a clamped id. The recurrent models keep the positions
+  before it finite."""
+  model = build_model(model_config(kind, **TINY[kind]), 27, nnx.Rngs(0))
+  model.eval()
+  graphdef, state = nnx.split(model)
+  call = jax.jit(lambda s, t: nnx.merge(graphdef, s)(t))
+  for bad in (27, 1000, -1):
+    logits = call(state, jnp.array([[3, bad, 4]], jnp.int32))
+    assert bool(jnp.isnan(logits[0, 1:]).all()), bad
+    assert kind == "transformer" or bool(jnp.isfinite(logits[0, 0]).all()), bad
+  assert bool(jnp.isfinite(call(state, jnp.array([[3, 26, 0]], jnp.int32))).all())
+
+
+@pytest.mark.parametrize("kind", sorted(TINY))
+def test_bad_vocab_size_and_deterministic_are_refused(kind):
+  for vocab_size in (0, -3, 2.5, True):
+    with pytest.raises(ValueError, match=rf"vocab_size={vocab_size!r} must be a positive int"):
+      build_model(model_config(kind, **TINY[kind]), vocab_size, nnx.Rngs(0))
+  model = _model(kind)
+  with pytest.raises(TypeError, match=rf"^{NAMES[kind]}: deterministic must be None .* got 'yes'"):
+    model(jnp.zeros((2, 3), jnp.int32), deterministic="yes")
+
+
 def _drop_layer(cache):
   """The cache without its last layer."""
   if isinstance(cache, list):

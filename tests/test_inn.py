@@ -106,6 +106,30 @@ def test_paper_faithful_population_equals_a_single_stream():
   assert np.abs(default(x) - one(x)).max() > 1e-2
 
 
+def test_a_memory_override_keeps_the_default_form():
+  """INNConfig(memory=MambaConfig(d_state=8)) changes the state size of the INN's default memory
+  (each neuron its own, parameter-matched) and nothing else: its neurons are not the paper code's
+  copies, whose N = 8 logits equal N = 1's. The paper code's form is had by asking for it."""
+  from inn_jax.models.inn import INNConfig
+  from inn_jax.nn import CommunicationConfig, MambaConfig
+  size = dict(d_model=32, n_layers=2, communication=CommunicationConfig(n_heads=4))
+  config = INNConfig(**size, n_neurons=8, memory=MambaConfig(d_state=8))
+  assert config.memory == INNConfig().memory.replace(d_state=8)
+  assert (config.memory.neuron_params, config.memory.expand) == ("full", None)
+  x = tokens()
+  def logits(cfg):
+    model = INN(cfg, 27, rngs=nnx.Rngs(0))
+    model.eval()
+    return model(x)
+
+  one = INNConfig(**size, n_neurons=1, memory=MambaConfig(d_state=8))
+  assert np.abs(logits(config) - logits(one)).max() > 1e-2
+  paper = INNConfig.paper_code(**size, n_neurons=8).replace(
+      memory=MambaConfig(d_state=8, expand=2.0, neuron_params="shared"))
+  np.testing.assert_allclose(logits(paper), logits(paper.replace(n_neurons=1)), rtol=1e-5,
+                             atol=1e-5)
+
+
 def initial_loss(**kw):
   model = make("inn", 27, **dict(TINY, d_model=64), **kw, rngs=nnx.Rngs(0))
   model.eval()

@@ -221,10 +221,33 @@ def test_chunked_memory_is_bounded():
     assert temp_bytes(method) * 4 <= assoc, (method, temp_bytes(method), assoc)
 
 
+@pytest.mark.parametrize("method", [*XLA_METHODS, "pallas"])
+def test_one_sequence_without_a_leading_axis(method):
+  """u (L, E), as the docstring's (*lead, L, E) with no lead: y, the final state and every
+  gradient are the batch's first row's."""
+  inp = {k: (v[0] if v.ndim == 3 and k not in ("A",) else v)
+         for k, v in make_inputs(batch=1, length=9).items()}
+  names = ("u", "delta", "B", "C", "z", "h0")
+  kw = dict(A=inp["A"], D=inp["D"], delta_bias=inp["delta_bias"], delta_softplus=True,
+            return_state=True, method=method, chunk_size=4)
+
+  def loss(batched, *rows):
+    args = {n: (r[None] if batched else r) for n, r in zip(names, rows)}
+    y, h = selective_scan(**args, **kw)
+    return jnp.sum(jnp.sin(y)) + jnp.sum(h ** 2), (y[0] if batched else y)
+
+  rows = [inp[n] for n in names]
+  (value, y), grads = jax.value_and_grad(lambda *r: loss(False, *r), argnums=range(6),
+                                         has_aux=True)(*rows)
+  assert y.shape == inp["u"].shape
+  want = jax.value_and_grad(lambda *r: loss(True, *r), argnums=range(6), has_aux=True)(*rows)
+  assert_trees_close(((value, y), grads), want, rtol=1e-6, scaled_atol=1e-6)
+
+
 @pytest.mark.parametrize("bad,error,match", [
     (dict(method="cuda"), ValueError, "method='cuda' is not one of"),
     (dict(chunk_size=0), ValueError, "chunk_size must be a positive int"),
-    (dict(u=jnp.ones((7, 5))), ValueError, r"u must be \(\*lead, length, channels\)"),
+    (dict(u=jnp.ones((5,))), ValueError, r"u must be \(\*lead, length, channels\)"),
     (dict(u=jnp.ones((2, 0, 5))), ValueError, "u must be .* one step"),
     (dict(delta=jnp.ones((2, 7, 4))), ValueError, r"delta must have shape \(2, 7, 5\)"),
     (dict(B=jnp.ones((2, 6, 3))), ValueError, r"B must have shape \(2, 7, 3\)"),

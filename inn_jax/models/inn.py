@@ -62,8 +62,9 @@ class INNConfig(typed.Config):
     d_model: D, the width of every neuron's stream.
     n_layers: layers of (memory, communication).
     n_neurons: N, the population.
-    memory: each neuron's memory (MambaConfig); expand=None sizes it to one shared Mamba's
-      parameters (with neuron_params="full" each neuron 2 D / N wide).
+    memory: each neuron's memory (MambaConfig); its fields left None are the INN's defaults:
+      neuron_params "full" (each neuron its own memory), expand parameter-matched (one shared
+      Mamba's parameters: with "full" each neuron 2 D / N wide).
     communication: how the neurons talk (CommunicationConfig); kind "none" has no sub-layer.
     neuron_width: d_neuron, the width of each neuron's stream; None is d_model (no projections:
       today's models, exactly). Narrower: each neuron its own projection in from the shared
@@ -85,7 +86,7 @@ class INNConfig(typed.Config):
   n_layers: int = 6
   n_neurons: int = 32
   neuron_width: int | None = None
-  memory: MambaConfig = MambaConfig(expand=None, neuron_params="full")
+  memory: MambaConfig = MambaConfig()
   communication: CommunicationConfig = CommunicationConfig()
   neuron_identity: NeuronIdentity = "none"
   norm: Norm = "pre"
@@ -103,6 +104,12 @@ class INNConfig(typed.Config):
       "neuron_params": ("memory", "neuron_params"), "communication": ("communication", "kind"),
       "n_heads": ("communication", "n_heads"), "attn_dropout": ("communication", "dropout"),
       "workspace_slots": ("communication", "slots")}
+
+  def __post_init__(self):
+    # The memory's fields left None take the INN's form, not the paper code's shared Mamba.
+    if isinstance(self.memory, MambaConfig) and self.memory.neuron_params is None:
+      object.__setattr__(self, "memory", self.memory.replace(neuron_params="full"))
+    super().__post_init__()
 
   def check(self):
     typed.positive("INNConfig", d_model=self.d_model, n_layers=self.n_layers,
@@ -268,7 +275,7 @@ class INN(nnx.Module):
         over nnx.split state works in training mode.
       return_cache: also return the state after the last token.
     """
-    call_args.check_tokens("INN", tokens_BL)
+    call_args.check_tokens("INN", tokens_BL, self.embed.vocab_size)
     if cache is not None:
       call_args.check_cache("INN", cache, lambda: self.init_cache(tokens_BL.shape[0]),
                             tokens_BL.shape[0])

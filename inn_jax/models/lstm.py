@@ -132,7 +132,7 @@ class LSTM(nnx.Module):
     """logits_BLV, or (logits_BLV, cache) with return_cache; `cache` (init_cache(batch), or
     one a call returned) continues an earlier call; deterministic, rngs: as INN's.
     Arguments: inn_jax.models.call_args."""
-    call_args.check_tokens("LSTM", tokens_BL)
+    call_args.check_tokens("LSTM", tokens_BL, self.embed.vocab_size)
     if cache is not None:
       call_args.check_cache("LSTM", cache, lambda: self.init_cache(tokens_BL.shape[0]),
                             tokens_BL.shape[0])

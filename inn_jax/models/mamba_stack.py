@@ -20,7 +20,8 @@ class MambaStackConfig(typed.Config):
   vocabulary 27, exactly the official code's).
 
   Attributes:
-    d_model: D; n_layers: blocks; memory: each block (MambaConfig, neuron_params "shared").
+    d_model: D; n_layers: blocks; memory: each block (MambaConfig; fields left None: expand 2,
+      neuron_params "shared").
     tie_embeddings, embed_init: as INNConfig's. dtype: compute dtype.
   """
   d_model: int = 256
@@ -32,6 +33,12 @@ class MambaStackConfig(typed.Config):
 
   FLAT: ClassVar[dict] = {k: ("memory", k) for k in ("d_state", "d_conv", "expand", "dt_rank",
                                                       "scan_method", "scan_chunk")}
+
+  def __post_init__(self):
+    if isinstance(self.memory, MambaConfig):
+      object.__setattr__(self, "memory", self.memory.with_defaults(expand=2.0,
+                                                                   neuron_params="shared"))
+    super().__post_init__()
 
   def check(self):
     typed.positive("MambaStackConfig", d_model=self.d_model, n_layers=self.n_layers)
@@ -76,7 +83,8 @@ class MambaStack(nnx.Module):
                return_cache: bool = False):
     """logits_BLV, or (logits_BLV, cache) with return_cache; `cache` (init_cache(batch), or
     one a call returned) continues an earlier call. Arguments: inn_jax.models.call_args."""
-    call_args.check_tokens("MambaStack", tokens_BL)
+    call_args.check_tokens("MambaStack", tokens_BL, self.embed.vocab_size)
+    call_args.check_deterministic("MambaStack", deterministic)  # No dropout, but the contract's.
     if cache is not None:
       call_args.check_cache("MambaStack", cache, lambda: self.init_cache(tokens_BL.shape[0]),
                             tokens_BL.shape[0])

@@ -187,7 +187,7 @@ class Transformer(nnx.Module):
     """logits_BLV, or (logits_BLV, cache) with return_cache; `cache` (init_cache(batch), or
     one a call returned) continues at its position counter; deterministic, rngs: as INN's.
     Arguments: inn_jax.models.call_args (a cache of any number of positions P)."""
-    call_args.check_tokens("Transformer", tokens_BL)
+    call_args.check_tokens("Transformer", tokens_BL, self.embed.vocab_size)
     rngs = call_args.dropout_rngs("Transformer", rngs, self._dropouts(), deterministic)
     drop = lambda module, x: module(x, deterministic=deterministic, rngs=rngs)
     batch, length = tokens_BL.shape

@@ -5,6 +5,7 @@ import typing
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from inn_jax import sharding
@@ -33,6 +34,11 @@ class Embedder(nnx.Module):
                head_bias: bool = True, dtype=jnp.float32, rngs: nnx.Rngs):
     if init not in EMBED_INITS:
       raise ValueError(f"embed_init={init!r} is not one of {EMBED_INITS}.")
+    if not (isinstance(vocab_size, (int, np.integer)) and not isinstance(vocab_size, bool)
+            and vocab_size >= 1):
+      raise ValueError(f"vocab_size={vocab_size!r} must be a positive int, the number of token "
+                       "ids (e.g. corpus.vocab.size).")
+    self.vocab_size = int(vocab_size)
     std = 1.0 if init == "normal" else d_model ** -0.5
     self.scale = 1.0 if init == "normal" else math.sqrt(d_model)
     self.dtype = dtype
@@ -48,7 +54,12 @@ class Embedder(nnx.Module):
     self.bias_V = nnx.Param(bias()) if head_bias else None
 
   def encode(self, tokens_BL):
-    return (sharding.take_rows(self.table_VD[...], tokens_BL) * self.scale).astype(self.dtype)
+    """The ids' vectors; an id outside [0, V) gets NaN, not a real token's vector (a plain
+    gather would clamp it to one): the models' call contract (inn_jax.models.call_args)."""
+    valid_BL = (tokens_BL >= 0) & (tokens_BL < self.vocab_size)
+    x_BLD = sharding.take_rows(self.table_VD[...], jnp.where(valid_BL, tokens_BL, 0))
+    x_BLD = jnp.where(valid_BL[..., None], x_BLD, jnp.nan)
+    return (x_BLD * self.scale).astype(self.dtype)
 
   def decode(self, x_BLD):
     w_DV = self.table_VD[...].T if self.head_DV is None else self.head_DV[...]

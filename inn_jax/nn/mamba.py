@@ -34,25 +34,38 @@ class MambaConfig(typed.Config):
   Attributes:
     d_state: S, the SSM state size per channel.
     d_conv: W, the causal depthwise convolution's width.
-    expand: E = expand x d_model, the inner width. None (INN only): parameter-matched, each
-      neuron's memory 2 x d_model / N wide with neuron_params="full", else 2.
+    expand: E = expand x d_model, the inner width. None: the containing model's default: 2 for
+      a block alone and the Mamba stack; in the INN, parameter-matched (each neuron's memory
+      2 x d_model / N wide with neuron_params="full", else 2).
     dt_rank: R, the rank of the time-step projection; "auto" is ceil(d_model / 16).
     dt_min, dt_max, dt_init_floor: the time steps' initial range (upstream's).
     scan_method: how the selective scan runs (inn_jax.ops.selective_scan).
     scan_chunk: time steps per chunk of the chunked scans.
     neuron_params: which parameters each neuron of a population owns (NEURON_PARAMS): "shared"
-      (one Mamba, the paper's code), "ssm" (own A, D, dt bias), "full" (own everything).
+      (one Mamba, the paper's code), "ssm" (own A, D, dt bias), "full" (own everything). None:
+      the containing model's default: "full" in the INN and for a block given n_neurons (Eq. 1's
+      Memory_i), "shared" without neurons. The paper code's identical neurons ("shared" in an
+      INN) are had only by asking (INNConfig.paper_code()).
+
+  A field left None keeps the containing model's form, so INNConfig(memory=MambaConfig(
+  d_state=8)) changes the state size of the INN's default memory and nothing else.
   """
   d_state: int = 16
   d_conv: int = 4
-  expand: float | None = 2.0
+  expand: float | None = None
   dt_rank: int | Literal["auto"] = "auto"
   dt_min: float = 1e-3
   dt_max: float = 0.1
   dt_init_floor: float = 1e-4
   scan_method: ScanMethod = "auto"
   scan_chunk: int = 64
-  neuron_params: NeuronParams = "shared"
+  neuron_params: NeuronParams | None = None
+
+  def with_defaults(self, *, expand: float | None, neuron_params: NeuronParams) -> MambaConfig:
+    """This config with the fields left None (the model's defaults) set to these."""
+    return self.replace(expand=expand if self.expand is None else self.expand,
+                        neuron_params=neuron_params if self.neuron_params is None
+                        else self.neuron_params)
 
   def check(self):
     typed.positive("MambaConfig", d_state=self.d_state, d_conv=self.d_conv,
@@ -89,12 +102,9 @@ class MambaBlock(nnx.Module):
 
   def __init__(self, d_model: int, config: MambaConfig = MambaConfig(), *,
                n_neurons: int | None = None, dtype=jnp.float32, rngs: nnx.Rngs):
-    cfg = config
+    cfg = config.with_defaults(expand=2.0, neuron_params="full" if n_neurons else "shared")
     if cfg.neuron_params != "shared" and not n_neurons:
       raise ValueError(f"MambaBlock: neuron_params={cfg.neuron_params!r} needs n_neurons.")
-    if cfg.expand is None:
-      raise ValueError("MambaBlock: config.expand=None is the INN's parameter-matched width; "
-                       "give the block a number.")
     d_inner = cfg.expand * d_model
     if d_inner != int(d_inner) or d_inner < 1:
       raise ValueError(f"MambaBlock: expand={cfg.expand} x d_model={d_model} must be a positive "

@@ -140,6 +140,11 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
   chunk = impl.DEFAULT_CHUNK if chunk is None else chunk
   scan_args.check(u, delta, A, B, C, D, z, delta_bias, h0, methods=("pallas",), method="pallas",
                   chunk_size=chunk)
+  if u.ndim == 2:
+    return scan_args.one_sequence(selective_scan, u, delta, A, B, C, D, z, delta_bias,
+                                  delta_softplus, h0, return_state=return_state, backend=backend,
+                                  interpret=interpret, chunk=chunk, block=block,
+                                  num_warps=num_warps, tile=tile)
   capability = _capability()
   if not interpret and capability is not None and capability < MIN_COMPUTE_CAPABILITY[backend]:
     raise ValueError(f"pallas selective_scan: backend={backend!r} needs an NVIDIA GPU with "

@@ -55,7 +55,8 @@ def selective_scan(u: jax.Array, delta: jax.Array, A: jax.Array, B: jax.Array, C
   """The selective scan (the module docstring's recurrence) along the time axis.
 
   Args:
-    u: inputs (*lead, L, E); any float dtype (y comes back in it).
+    u: inputs (*lead, L, E), lead any leading axes (none: one sequence); any float dtype (y
+      comes back in it).
     delta: time steps before softplus / bias, (*lead, L, E).
     A: state matrix (*P, E, S), usually negative (-exp(A_log)); P is () for parameters shared
       by every row, or the trailing axes of lead (one set per neuron: (N, E, S) with lead
@@ -79,6 +80,10 @@ def selective_scan(u: jax.Array, delta: jax.Array, A: jax.Array, B: jax.Array, C
   """
   scan_args.check(u, delta, A, B, C, D, z, delta_bias, h0, methods=METHODS, method=method,
                   chunk_size=chunk_size)
+  if u.ndim == 2:
+    return scan_args.one_sequence(selective_scan, u, delta, A, B, C, D, z, delta_bias,
+                                  delta_softplus, h0, return_state=return_state, method=method,
+                                  chunk_size=chunk_size)
   if method == "auto":
     method = auto_method()
   rows = dict(u=u, delta=delta, B=B, C=C, z=z, h0=h0)

@@ -3,8 +3,8 @@
     u, delta, z  (*lead, L, E)      B, C  (*lead, L, S)      h0, final state  (*lead, E, S)
     A  (*P, E, S)                   D, delta_bias  (*P, E)
 
-`lead` is one or more leading axes (batch, or batch x neurons); the parameters' leading axes P
-are empty (shared by every row) or the last len(P) axes of `lead` (for example one A per neuron:
+`lead` is any leading axes (none: one sequence; batch; or batch x neurons); the parameters'
+leading axes P are empty (shared by every row) or the last len(P) axes of `lead` (for example one A per neuron:
 lead (B, N), P (N,)). Checks run in plain Python on static shapes and dtypes, so bad input
 fails with the argument's name before any tracing (under jit they run once, at trace time, and
 add nothing to the compiled computation).
@@ -34,9 +34,9 @@ def check(u, delta, A, B, C, D, z, delta_bias, h0, *, methods, method, chunk_siz
       raise TypeError(f"selective_scan: {name} must be an array, got {type(x).__name__}.")
     elif not jnp.issubdtype(x.dtype, jnp.floating):  # An integer u would come back truncated.
       raise TypeError(f"selective_scan: {name} must be floating point, got dtype {x.dtype}.")
-  if u.ndim < 3 or u.shape[-2] < 1:
+  if u.ndim < 2 or u.shape[-2] < 1:
     raise ValueError(f"selective_scan: u must be (*lead, length, channels) with at least one "
-                     f"leading axis and one step, got shape {tuple(u.shape)}.")
+                     f"step, got shape {tuple(u.shape)}.")
   lead, (length, width) = tuple(u.shape[:-2]), u.shape[-2:]
   p = A.ndim - 2
   if A.ndim < 2 or A.shape[-2] != width or p > len(lead) or (
@@ -57,3 +57,12 @@ def param_axes(A) -> int:
   """How many of u's leading axes the parameters carry (0: shared by every row)."""
   return A.ndim - 2
 
+
+
+def one_sequence(fn, u, delta, A, B, C, D, z, delta_bias, delta_softplus, h0, **kw):
+  """fn (a selective_scan) on one sequence, u (L, E): run as a batch of one, the axis dropped
+  from the results."""
+  lead = lambda x: None if x is None else x[None]
+  out = fn(u[None], delta[None], A, B[None], C[None], D, lead(z), delta_bias, delta_softplus,
+           h0=lead(h0), **kw)
+  return jax.tree.map(lambda x: x[0], out)
