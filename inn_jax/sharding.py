@@ -15,7 +15,11 @@ rules, e.g.
       logits = nnx.jit(lambda m, x: m(x))(model, tokens)
 
 `axis_rules` also sets flax's logical rules, so nnx.get_partition_spec gives mesh specs inside
-it. A mesh none of whose axes the rules name is an error, not silent replication.
+it. One validation (`check_rules`) holds the table against the mesh and the shapes it splits,
+so that nothing is silently replicated: a logical name that is not one of LOGICAL (a typo), a
+rule whose mesh axis the mesh lacks, and a size its mesh axis does not divide (N = 3 neurons over
+an axis of 2, a batch of 3) are errors naming the rule and the fix. A mesh of one device is
+exempt from the mesh checks (there is nothing to split).
 
 Meshes with Auto and with Explicit axes both work: `constrain` uses with_sharding_constraint on
 an Auto mesh and reshard on an Explicit one; `take_rows` gathers embedding rows with the
@@ -37,6 +41,7 @@ DATA, NEURON = "data", "neuron"  # The trainer's mesh axes (inn_jax.train.mesh).
 MESH_AXES = (DATA, NEURON)
 BATCH, NEURONS = "batch", "neurons"  # Logical axes.
 POPULATION = (BATCH, NEURONS)  # The leading (B, N) axes of every population activation.
+LOGICAL = POPULATION  # Every logical axis name the package uses.
 RULES = ((BATCH, DATA), (NEURONS, NEURON))
 
 _rules = contextvars.ContextVar("inn_jax_axis_rules", default=RULES)
@@ -59,8 +64,10 @@ def rules() -> tuple:
 @contextlib.contextmanager
 def axis_rules(new_rules):
   """Within: logical axes map to mesh axes by `new_rules` ((logical, mesh axis or None), ...),
-  here and in flax (nnx.get_partition_spec)."""
+  here and in flax (nnx.get_partition_spec). The logical names are checked here; the mesh axes
+  against each mesh they meet (check_rules)."""
   new_rules = tuple((str(a), b) for a, b in new_rules)
+  _check_names(new_rules)
   token = _rules.set(new_rules)
   try:
     with nnx.logical_axis_rules(new_rules):
@@ -80,25 +87,56 @@ def _mesh():
   return None if mesh.empty else mesh
 
 
-def check_mesh(mesh) -> None:
-  """Raises when a mesh of several devices has no axis the rules name (everything would be
-  silently replicated)."""
-  targets = {b for _, b in rules() if b is not None}
-  if mesh.size > 1 and not targets & set(mesh.axis_names):
-    raise ValueError(f"the mesh's axes {tuple(mesh.axis_names)} are none of the sharding rules' "
-                     f"targets {tuple(sorted(targets))} (rules {rules()}): map the logical axes "
-                     f"{POPULATION} to your mesh with inn_jax.sharding.axis_rules((('batch', "
-                     f"<data axis>), ('neurons', <model axis or None>))).")
+_FIX = ("map the logical axes to your mesh with inn_jax.sharding.axis_rules((('batch', "
+        "<data axis or None>), ('neurons', <model axis or None>)))")
+
+
+def _check_names(table) -> None:
+  names = [a for a, _ in table]
+  for a in names:
+    if a not in LOGICAL:
+      raise ValueError(f"sharding rules {table}: {a!r} is not a logical axis of inn_jax (they "
+                       f"are {LOGICAL}); {_FIX}.")
+    if names.count(a) > 1:
+      raise ValueError(f"sharding rules {table}: {a!r} is mapped twice; give each logical axis "
+                       "one rule.")
+
+
+def check_rules(mesh=None) -> None:
+  """Raises unless the current rules fit `mesh` (default: the current mesh): every logical name
+  one of LOGICAL, once; on a mesh of several devices, every rule's mesh axis (None: replicated)
+  one of the mesh's. A rule naming an axis the mesh lacks would replicate silently."""
+  table = rules()
+  _check_names(table)
+  mesh = _mesh() if mesh is None else mesh
+  if mesh is None or mesh.size == 1:
+    return
+  for a, b in table:
+    if b is not None and b not in mesh.axis_names:
+      raise ValueError(f"sharding rule ({a!r}, {b!r}): the mesh has no axis {b!r} (its axes: "
+                       f"{tuple(mesh.axis_names)}, rules {table}); {_FIX}.")
+
+
+check_mesh = check_rules  # The name the models' layout code uses.
 
 
 def spec(x_shape, logical) -> P:
-  """The PartitionSpec of an array of `x_shape` with leading `logical` axes on the current mesh:
-  each logical axis's mesh axis where the mesh has it and its size divides, else None."""
+  """The PartitionSpec of an array of `x_shape` with leading `logical` axes on the current mesh
+  (each logical axis's mesh axis; None without a mesh). Raises (check_rules) when the rules do
+  not fit the mesh, and when a mesh axis of several devices does not divide its size."""
   mesh = _mesh()
+  if mesh is None:
+    return P(*(None for _ in zip(logical, x_shape)))
+  check_rules(mesh)
   out = []
-  for name, n in zip(mesh_axes(logical), x_shape):
-    ok = mesh is not None and name in mesh.axis_names and n % mesh.shape[name] == 0
-    out.append(name if ok else None)
+  for logical_name, name, n in zip(logical, mesh_axes(logical), x_shape):
+    size = mesh.shape[name] if name is not None and name in mesh.axis_names else 1
+    if n % size:
+      raise ValueError(f"{logical_name!r} of size {n} does not divide over mesh axis {name!r} of "
+                       f"{size} devices (it would run replicated): make it a multiple of "
+                       f"{size}, or map {logical_name!r} to None with "
+                       "inn_jax.sharding.axis_rules.")
+    out.append(name if name in mesh.axis_names else None)
   return P(*out)
 
 
@@ -133,8 +171,8 @@ def take_rows(table_VD, ids):
 
 def population_axes(lead: tuple[int, ...]) -> tuple[str | None, ...]:
   """The mesh axes of leading axes `lead` ((B,) or (B, N), more are not split) on the current
-  mesh: the batch's and the neurons' mesh axes; None where the mesh lacks the axis or its size
-  does not divide. () when nothing is split (no mesh, or only axes of size 1)."""
+  mesh: the batch's and the neurons' mesh axes (None: not split; a size the axis does not divide
+  raises, as spec). () when nothing is split (no mesh, or only axes of size 1)."""
   mesh = _mesh()
   if mesh is None:
     return ()
@@ -204,9 +242,8 @@ def laid_out(tree, specs):
 
 def variable_specs(tree):
   """The PartitionSpec of every Variable in `tree` (parameters, or optimiser moments, which keep
-  their parameter's type and metadata): its logical out_sharding under the current rules (only
-  axes the current mesh has), P() for the rest."""
-  mesh = _mesh()
+  their parameter's type and metadata): its logical out_sharding under the current rules, checked
+  against the current mesh as `spec` checks (no silent replication), P() for the rest."""
 
   def one(x):
     if not isinstance(x, nnx.Variable):
@@ -214,10 +251,7 @@ def variable_specs(tree):
     logical = x.get_metadata().get("out_sharding") if isinstance(x, NeuronParam) else None
     if not logical:
       return x.replace(P())
-    names = mesh_axes(logical)
-    if mesh is not None:
-      names = tuple(n if n in mesh.axis_names else None for n in names)
-    return x.replace(P(*names))
+    return x.replace(spec(x.get_value().shape, logical))
 
   return jax.tree.map(one, tree, is_leaf=lambda x: isinstance(x, nnx.Variable))
 

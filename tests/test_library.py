@@ -96,14 +96,51 @@ def test_sharded_init_with_out_shardings_splits_the_neurons(explicit):
 def test_a_mesh_the_rules_do_not_name_is_an_error_and_rules_map_it():
   mesh = jax.make_mesh((2, 2), ("batch", "model"), axis_types=(AxisType.Auto,) * 2)
   x = jax.device_put(tokens(), NamedSharding(mesh, P("batch")))
-  with jax.set_mesh(mesh), pytest.raises(ValueError, match=r"axes \('batch', 'model'\) are none "
-                                                           "of the sharding rules' targets"):
+  with jax.set_mesh(mesh), pytest.raises(ValueError, match=r"sharding rule \('batch', 'data'\): "
+                                                           "the mesh has no axis 'data'"):
     nnx.jit(lambda m, x: m(x))(inn(), x)
   with jax.set_mesh(mesh), sharding.axis_rules((("batch", "batch"), ("neurons", "model"))):
     compiled = nnx.jit(lambda m, x: m(x)).lower(inn(), x).compile()
     got = nnx.jit(lambda m, x: m(x))(inn(), x)
   np.testing.assert_allclose(got, inn()(tokens()), rtol=1e-5, atol=1e-5)
   assert "all-gather" in compiled.as_text()  # The neurons' keys and values: really split.
+
+
+# ------------------------------------- issue 33, item 2: the rules checked in full, no replication
+
+def _data_neuron_mesh(axis_types=(AxisType.Auto,) * 2):
+  return jax.make_mesh((2, 2), ("data", "neuron"), axis_types=axis_types)
+
+
+@pytest.mark.parametrize("rules,match", [
+    ((("batch", "data"), ("neurons", "tensor")),
+     r"sharding rule \('neurons', 'tensor'\): the mesh has no axis 'tensor'"),
+    ((("batch", "data"), ("neuron", "neuron")), r"'neuron' is not a logical axis of inn_jax"),
+    ((("batch", "data"), ("batch", "neuron")), r"'batch' is mapped twice"),
+], ids=["axis_the_mesh_lacks", "mistyped_logical_name", "twice"])
+def test_a_rule_that_does_not_fit_the_mesh_is_an_error(rules, match):
+  """Each of these ran with zero collectives, everything replicated; now each names the rule."""
+  with jax.set_mesh(_data_neuron_mesh()), pytest.raises(ValueError, match=match):
+    with sharding.axis_rules(rules):
+      nnx.jit(lambda m, x: m(x))(inn(), jax.device_put(tokens(), P("data")))
+
+
+@pytest.mark.parametrize("axis_types", [(AxisType.Auto,) * 2, (AxisType.Explicit,) * 2],
+                         ids=["auto", "explicit"])
+def test_a_size_its_mesh_axis_does_not_divide_is_an_error(axis_types):
+  """N = 3 neurons over a neuron axis of 2, and a batch of 3 over a data axis of 2: named,
+  where they were replicated; the fix the message gives (the rule to None) then runs."""
+  mesh = _data_neuron_mesh(axis_types)
+  three = CFG.replace(n_neurons=3)
+  with jax.set_mesh(mesh), pytest.raises(ValueError, match=r"'neurons' of size 3 does not divide "
+                                                          "over mesh axis 'neuron' of 2 devices"):
+    nnx.jit(lambda m, x: m(x))(inn(three), jax.device_put(tokens(), P("data")))
+  with jax.set_mesh(mesh), pytest.raises(ValueError, match=r"'batch' of size 3 does not divide "
+                                                          "over mesh axis 'data' of 2 devices"):
+    nnx.jit(lambda m, x: m(x))(inn(), tokens(batch=3))
+  with jax.set_mesh(mesh), sharding.axis_rules((("batch", "data"), ("neurons", None))):
+    got = nnx.jit(lambda m, x: m(x))(inn(three), jax.device_put(tokens(), P("data")))
+  np.testing.assert_allclose(got, inn(three)(tokens()), rtol=1e-5, atol=1e-5)
 
 
 # ------------------------------------------------------ problem 6: functional gradients

@@ -95,6 +95,18 @@ def test_load_onto_a_mesh_splits_the_neurons(trained):
   assert model.embed.table_VD[...].sharding.is_fully_replicated
 
 
+def test_load_onto_a_mesh_the_rules_do_not_fit_is_an_error(trained):
+  """A mesh of other axis names outside axis_rules: named (it loaded replicated); inside rules
+  that map it, the neurons are split."""
+  workdir, _ = trained
+  mesh = jax.make_mesh((2, 2), ("batch", "model"), axis_types=(AxisType.Auto,) * 2)
+  with pytest.raises(ValueError, match=r"sharding rule \('batch', 'data'\): the mesh has no axis"):
+    inn_jax.load(workdir, mesh=mesh)
+  with sharding.axis_rules((("batch", "batch"), ("neurons", "model"))):
+    model, _, _ = inn_jax.load(workdir, mesh=mesh)
+  assert model.layers[0].memory.in_proj.kernel[...].sharding.spec[0] == "model"
+
+
 def test_checkpoints_on_disk_are_plain(trained):
   """The saved state is NNX's pure dict: no Variable 'value' wrappers in its tree (Orbax's
   tree metadata, one key path per array)."""
