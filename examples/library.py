@@ -2,10 +2,11 @@
 
   1. build an INN from its typed config and train it in one's own optax loop, dropout keys passed
      to each call (the step is a pure function: nnx.jit, or jax.grad over nnx.split state);
-  2. run it on a mesh of one's own axis names (Explicit axes, JAX's default), the logical axes
-     mapped by a rules table: it computes what one device computes;
+  2. run it on a mesh of one's own axis names, with Explicit axes (JAX's default) and with Auto
+     ones, the logical axes mapped by a rules table: it computes what one device computes;
   3. train with the package's trainer on a corpus of arrays in memory, then load the workdir with
-     inn_jax.load (parameters only) and sample from it.
+     inn_jax.load (parameters only), onto one device and onto a mesh, read the same parameters
+     with plain Orbax, and sample from it with a key, a nucleus and a stop token.
 
     python examples/library.py [--workdir DIR]
 """
@@ -16,16 +17,19 @@ import argparse
 import pathlib
 import tempfile
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
 from flax import nnx
+from jax.sharding import AxisType
 from jax.sharding import PartitionSpec as P
 
 import inn_jax
 from inn_jax import data, sample, sharding
-from inn_jax.models import INN, INNConfig
+from inn_jax.models import INN, INNConfig, build_model
 from inn_jax.nn import CommunicationConfig, MambaConfig
 
 TEXT = "the king and the queen of the north sat in the hall of the king " * 400
@@ -35,8 +39,8 @@ def own_loop(steps: int = 30):
   """A small INN trained by hand: nnx.Optimizer, dropout keys per step."""
   vocab = data.CharVocab(sorted(set(TEXT)))
   ids = vocab.encode(TEXT)
-  config = INNConfig(d_model=32, n_layers=2, n_neurons=4,
-                     memory=MambaConfig(expand=None, neuron_params="full", d_state=4),
+  # A memory field left unset keeps the INN's default form (each neuron its own memory).
+  config = INNConfig(d_model=32, n_layers=2, n_neurons=4, memory=MambaConfig(d_state=4),
                      communication=CommunicationConfig(n_heads=4, dropout=0.1))
   model = INN(config, vocab.size, rngs=nnx.Rngs(params=0))  # No dropout stream: keys per call.
   optimizer = nnx.Optimizer(model, optax.adamw(1e-2), wrt=nnx.Param)
@@ -58,8 +62,12 @@ def own_loop(steps: int = 30):
   return model, vocab
 
 
+RULES = (("batch", "batch"), ("neurons", "model"))  # Our logical axes -> the mesh's names.
+
+
 def own_mesh(model, vocab):
-  """The trained model on a (batch, model) mesh: the same logits as on one device."""
+  """The trained model on a (batch, model) mesh, Explicit and Auto axes: the same logits as on
+  one device; and a model built eagerly under the mesh lies as its metadata says."""
   model.eval()
   x_BL = jnp.asarray(vocab.encode("the king and the queen ")[None].repeat(4, 0))
   want = model(x_BL)
@@ -67,17 +75,43 @@ def own_mesh(model, vocab):
     print("own mesh: skipped (needs 4 devices; XLA_FLAGS=--xla_force_host_platform_device_count=4"
           " fakes them on a CPU)")
     return
-  mesh = jax.make_mesh((2, 2), ("batch", "model"))  # Explicit axes: JAX's default.
-  rules = (("batch", "batch"), ("neurons", "model"))
-  with jax.set_mesh(mesh), sharding.axis_rules(rules):
-    placed = nnx.clone(model)
-    state = nnx.state(placed)
-    nnx.update(placed, jax.device_put(state, nnx.get_named_sharding(state, mesh)))
-    got = nnx.jit(lambda m, x: m(x))(placed, jax.device_put(x_BL, P("batch")))
-  kernel = placed.layers[0].memory.in_proj.kernel[...]
-  print(f"own mesh: per-neuron kernel split {kernel.sharding.spec}, max |logits - one device| "
-        f"{float(jnp.abs(got - want).max()):.2e}")
-  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+  for axis_type in (AxisType.Explicit, AxisType.Auto):  # Explicit: JAX's default.
+    mesh = jax.make_mesh((2, 2), ("batch", "model"), axis_types=(axis_type,) * 2)
+    with jax.set_mesh(mesh), sharding.axis_rules(RULES):
+      placed = nnx.clone(model)  # A trained model, placed by its parameters' logical axes.
+      state = nnx.state(placed)
+      nnx.update(placed, jax.device_put(state, nnx.get_named_sharding(state, mesh)))
+      got = nnx.jit(lambda m, x: m(x))(placed, jax.device_put(x_BL, P("batch")))
+      fresh = INN(model.config, vocab.size, rngs=nnx.Rngs(0))  # Built under the mesh: split.
+    kernel = placed.layers[0].memory.in_proj.kernel[...]
+    assert fresh.layers[0].memory.in_proj.kernel[...].sharding.is_equivalent_to(
+        kernel.sharding, kernel.ndim)
+    print(f"own mesh ({axis_type.name}): per-neuron kernel split {kernel.sharding.spec}, "
+          f"max |logits - one device| {float(jnp.abs(got - want).max()):.2e}")
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def plain_orbax(workdir: pathlib.Path):
+  """The workdir's parameters with Orbax and NNX alone, as inn_jax.load reads them: the abstract
+  model from the run's config, a target with each array's sharding (so Orbax need not guess it),
+  a partial restore of "params" only."""
+  config, vocab_size = inn_jax.restore.read_config(workdir)
+  build = lambda: build_model(config.model, vocab_size, nnx.Rngs(0))
+  graphdef, params, _ = nnx.split(nnx.eval_shape(build), nnx.Param, ...)
+  rest = jax.jit(lambda: nnx.split(build(), nnx.Param, ...)[2])()  # RNG streams, for real.
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])  # Or NamedSharding(mesh, spec).
+  target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
+                        nnx.to_pure_dict(params))
+  manager = ocp.CheckpointManager((workdir / "best").absolute())
+  out = manager.restore(manager.latest_step(), args=ocp.args.Composite(
+      state=ocp.args.PyTreeRestore(
+          item={"params": target}, partial_restore=True,
+          restore_args=ocp.checkpoint_utils.construct_restore_args({"params": target}))))
+  manager.close()
+  nnx.replace_by_pure_dict(params, out.state["params"])
+  model = nnx.merge(graphdef, params, rest)
+  model.eval()
+  return model
 
 
 def trainer_then_load(workdir: pathlib.Path):
@@ -100,8 +134,25 @@ def trainer_then_load(workdir: pathlib.Path):
   print(f"trainer: valid BPC {results['valid_bpc']:.3f} after {results['steps']} steps")
   loaded, loaded_vocab, run_config = inn_jax.load(workdir)
   assert loaded.config == model and run_config.model.kind == "inn"
-  out = sample.Sampler(loaded)(loaded_vocab.encode("the ")[None], 40, temperature=0.0)
+  orbax_model = plain_orbax(workdir)
+  chex.assert_trees_all_equal(nnx.to_pure_dict(nnx.state(orbax_model, nnx.Param)),
+                              nnx.to_pure_dict(nnx.state(loaded, nnx.Param)))
+  print("plain orbax: the same parameters as inn_jax.load")
+  if jax.device_count() >= 4:  # Onto a mesh of one's own names: the neurons split over "model".
+    mesh = jax.make_mesh((2, 2), ("batch", "model"))
+    with sharding.axis_rules(RULES):
+      on_mesh, _, _ = inn_jax.load(workdir, mesh=mesh)
+    print("load onto a mesh: per-neuron kernel split",
+          on_mesh.layers[0].memory.in_proj.kernel[...].sharding.spec)
+  sampler = sample.Sampler(loaded)
+  prompt = loaded_vocab.encode("the ")[None]
+  out = sampler(prompt, 40, temperature=0.0)
   print("sample:", repr("the " + loaded_vocab.decode(np.asarray(out.tokens_BL[0]))))
+  stop = int(loaded_vocab.encode(" ")[0])  # Up to the end of the first word.
+  out = sampler(prompt.repeat(3, 0), 40, temperature=0.8, top_p=0.9, stop=stop,
+                key=jax.random.key(0))
+  words = [loaded_vocab.decode(np.asarray(t[:n])) for t, n in zip(out.tokens_BL, out.lengths_B)]
+  print("sampled words (key, top_p 0.9, stop at ' '):", words)
 
 
 def main(argv=None):

@@ -23,10 +23,31 @@ Activations keep the neuron axis from end to end (``h_BNLD``); a scan forms rows
 leading axes inside the op, on each device's shard.
 """
 
+import importlib
+
 __version__ = "0.1.0"
+
+# The library's modules, imported on first use (PEP 562): `import inn_jax` stays light (no JAX)
+# and `inn_jax.sharding` works without importing it first.
+_LIBRARY = ("activations", "analyze", "connectivity", "data", "models", "ngram", "nn", "ops",
+            "restore", "sample", "sharding", "summary", "train", "typed")
+# The science and tooling (studies, reports, benchmarks' helpers): reachable the same way.
+_TOOLS = ("bench", "claims", "configs", "plots", "population_rules", "report", "stats",
+          "studies")
+__all__ = ["__version__", "load", *_LIBRARY]
 
 
 def load(workdir, step="best", mesh=None):
   """(model, vocabulary, config) of a trained workdir: inn_jax.restore.load."""
   from inn_jax import restore  # Imported on use: `import inn_jax` stays light.
   return restore.load(workdir, step=step, mesh=mesh)
+
+
+def __getattr__(name):
+  if name in _LIBRARY or name in _TOOLS:
+    return importlib.import_module(f"inn_jax.{name}")
+  raise AttributeError(f"module 'inn_jax' has no attribute {name!r}")
+
+
+def __dir__():
+  return sorted({*globals(), *_LIBRARY, *_TOOLS})

@@ -7,11 +7,14 @@
 The model is built abstractly (nnx.eval_shape) from the workdir's config.json, and only the
 checkpoint's "params" are read (Orbax partial restore: the optimiser state stays on disk), onto
 one device or onto `mesh` as the sharding rules lay out per-neuron parameters. The checkpoint
-is the trainer's: plain Orbax can read its parameters too,
+is the trainer's: plain Orbax can read its parameters too (the whole recipe, run by the tests,
+is examples/library.py's plain_orbax):
 
-    target = nnx.to_pure_dict(nnx.state(abstract_model, nnx.Param))
+    target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                          nnx.to_pure_dict(nnx.state(abstract_model, nnx.Param)))
     out = ocp.CheckpointManager(workdir / "best").restore(step, args=ocp.args.Composite(
-        state=ocp.args.PyTreeRestore(item={"params": target}, partial_restore=True)))
+        state=ocp.args.PyTreeRestore(item={"params": target}, partial_restore=True,
+            restore_args=ocp.checkpoint_utils.construct_restore_args({"params": target}))))
     nnx.replace_by_pure_dict(params_state, out.state["params"])
 
 Workdirs of earlier versions (parameters stored with their Variable wrappers) load as well.
@@ -24,6 +27,7 @@ import pathlib
 
 import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
@@ -79,7 +83,8 @@ def load_step(workdir, step: int | str = "best", mesh: jax.sharding.Mesh | None 
     step: "best" (the best checkpoint by validation, else the latest), "latest", or a step in
       checkpoints/.
     mesh: place the parameters on this mesh (per-neuron parameters split by the sharding rules
-      of inn_jax.sharding, the rest replicated); None: the first device.
+      of inn_jax.sharding, the rest replicated); None: the default device, uncommitted (as new
+      arrays are), so the model also runs later under a mesh.
   """
   workdir = pathlib.Path(workdir)
   config, vocab_size = read_config(workdir)
@@ -130,6 +135,8 @@ def load_step(workdir, step: int | str = "best", mesh: jax.sharding.Mesh | None 
                      f"{workdir / CONFIG_FILE}: restore with the version that wrote them.")
   restored = jax.tree.map(lambda x: x["value"] if isinstance(x, dict) else x, restored,
                           is_leaf=lambda x: isinstance(x, dict) and set(x) == {"value"})
+  if mesh is None:  # Uncommitted, as freshly made arrays are: usable later under any mesh.
+    restored = jax.tree.map(lambda x: jax.device_put(np.asarray(x)), restored)
   nnx.replace_by_pure_dict(params, restored)
   model = nnx.merge(graphdef, params, rest)
   model.eval()

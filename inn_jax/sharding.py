@@ -53,7 +53,11 @@ class NeuronParam(nnx.Param):
 
   def __init__(self, value, **metadata):
     metadata.setdefault("out_sharding", (NEURONS,) + (None,) * (value.ndim - 1))
-    metadata.setdefault("eager_sharding", False)  # Placed by the trainer or the user's init.
+    # Flax's eager sharding needs a mesh and its own rules; ours places the value below, as its
+    # metadata (and so nnx.get_partition_spec) says, wherever a mesh is set.
+    metadata.setdefault("eager_sharding", False)
+    if isinstance(value, jax.Array) and _mesh() is not None:
+      value = constrain(value, *metadata["out_sharding"])
     super().__init__(value, **metadata)
 
 
@@ -120,11 +124,12 @@ def check_rules(mesh=None) -> None:
 check_mesh = check_rules  # The name the models' layout code uses.
 
 
-def spec(x_shape, logical) -> P:
-  """The PartitionSpec of an array of `x_shape` with leading `logical` axes on the current mesh
-  (each logical axis's mesh axis; None without a mesh). Raises (check_rules) when the rules do
-  not fit the mesh, and when a mesh axis of several devices does not divide its size."""
-  mesh = _mesh()
+def spec(x_shape, logical, mesh=None) -> P:
+  """The PartitionSpec of an array of `x_shape` with leading `logical` axes on `mesh` (default:
+  the current one; each logical axis's mesh axis; None without a mesh). Raises (check_rules) when
+  the rules do not fit the mesh, and when a mesh axis of several devices does not divide its
+  size."""
+  mesh = _mesh() if mesh is None else mesh
   if mesh is None:
     return P(*(None for _ in zip(logical, x_shape)))
   check_rules(mesh)
@@ -240,10 +245,11 @@ def laid_out(tree, specs):
   return jax.tree.map(lambda x, p: jax.sharding.reshard(x, p), tree, specs)
 
 
-def variable_specs(tree):
+def variable_specs(tree, mesh=None):
   """The PartitionSpec of every Variable in `tree` (parameters, or optimiser moments, which keep
   their parameter's type and metadata): its logical out_sharding under the current rules, checked
-  against the current mesh as `spec` checks (no silent replication), P() for the rest."""
+  against `mesh` (default: the current one) as `spec` checks (no silent replication), P() for
+  the rest."""
 
   def one(x):
     if not isinstance(x, nnx.Variable):
@@ -251,7 +257,7 @@ def variable_specs(tree):
     logical = x.get_metadata().get("out_sharding") if isinstance(x, NeuronParam) else None
     if not logical:
       return x.replace(P())
-    return x.replace(spec(x.get_value().shape, logical))
+    return x.replace(spec(x.get_value().shape, logical, mesh))
 
   return jax.tree.map(one, tree, is_leaf=lambda x: isinstance(x, nnx.Variable))
 

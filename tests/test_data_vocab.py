@@ -79,3 +79,13 @@ def test_json_round_trip(v):
 def test_rejects_repeated_symbols():
   with pytest.raises(ValueError, match="distinct symbols"):
     vocab_lib.CharVocab("aba")
+
+
+def test_every_vocabulary_has_a_length_its_ids_fill():
+  """len(vocab) is its size: ids 0 .. len - 1 decode, len does not (issue 33)."""
+  for vocab in (vocab_lib.CharVocab("abc "), vocab_lib.CharVocab("ab", unk=True),
+                vocab_lib.ByteVocab(), vocab_lib.WordVocab(["the", "cat"])):
+    assert len(vocab) == vocab.size
+    vocab.decode(np.arange(len(vocab)))
+    with pytest.raises(ValueError):
+      vocab.decode(np.asarray([len(vocab)]))

@@ -93,6 +93,29 @@ def test_sharded_init_with_out_shardings_splits_the_neurons(explicit):
   np.testing.assert_allclose(got, inn()(tokens()), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("explicit", [False, True])
+def test_a_model_built_eagerly_under_a_mesh_is_sharded_as_its_metadata_says(explicit):
+  """Issue 33, item 3: built eagerly inside jax.set_mesh and axis_rules (no eval_shape, no jit),
+  every parameter lies as nnx.get_partition_spec reports (per-neuron ones split over 'model'),
+  and the model computes what one device does."""
+  mesh = jax.make_mesh((2, 2), ("batch", "model"),
+                       axis_types=(AxisType.Explicit if explicit else AxisType.Auto,) * 2)
+  with jax.set_mesh(mesh), sharding.axis_rules((("batch", "batch"), ("neurons", "model"))):
+    model = inn()
+    specs = nnx.to_flat_state(nnx.get_partition_spec(nnx.state(model, nnx.Param)))
+    x = jax.device_put(tokens(), P("batch"))
+    got = nnx.jit(lambda m, x: m(x))(model, x)
+  params = dict(nnx.to_flat_state(nnx.state(model, nnx.Param)))
+  split = 0
+  for path, spec in specs:
+    want = spec.get_value()
+    value = params[path].get_value()
+    assert value.sharding.is_equivalent_to(NamedSharding(mesh, want), value.ndim), (path, want)
+    split += len(want) > 0 and want[0] == "model"
+  assert split >= 8  # The per-neuron memories' weights: in_proj, conv, x_proj, ... per layer.
+  np.testing.assert_allclose(got, inn()(tokens()), rtol=1e-5, atol=1e-5)
+
+
 def test_a_mesh_the_rules_do_not_name_is_an_error_and_rules_map_it():
   mesh = jax.make_mesh((2, 2), ("batch", "model"), axis_types=(AxisType.Auto,) * 2)
   x = jax.device_put(tokens(), NamedSharding(mesh, P("batch")))
@@ -263,3 +286,23 @@ def test_collectives_are_the_same_on_explicit_and_auto_meshes(explicit, mesh_sha
   assert set(kinds) <= {"all-gather", "reduce-scatter", "all-reduce"}, kinds
   assert kinds["all-gather"] == kinds["reduce-scatter"] == CFG.n_layers, kinds
   assert all(shapes == [kv] for kind, shapes in found if kind == "all-gather"), found
+
+
+# ------------------------------------------- issue 33, item 6: the package's own namespace
+
+def test_the_package_names_its_modules_and_imports_them_on_use():
+  """`import inn_jax; inn_jax.sharding` works without importing the submodule first, every
+  name in __all__ resolves, and the import itself loads no JAX."""
+  import subprocess
+  import sys
+  code = ("import sys, inn_jax\n"
+          "assert 'jax' not in sys.modules, 'import inn_jax loaded jax'\n"
+          "assert inn_jax.sharding.RULES and callable(inn_jax.load)\n"
+          "assert {'load', 'models', 'nn', 'ops', 'sharding', 'sample', 'data', 'train'} <= "
+          "set(inn_jax.__all__)\n"
+          "[getattr(inn_jax, n) for n in inn_jax.__all__]\n"
+          "assert set(inn_jax.__all__) <= set(dir(inn_jax))\n"
+          "try:\n  inn_jax.no_such_module\nexcept AttributeError as e:\n  print(e)\n")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr
+  assert out.stdout.strip() == "module 'inn_jax' has no attribute 'no_such_module'"

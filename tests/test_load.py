@@ -49,15 +49,22 @@ def test_load_equals_the_trainers_restore_and_samples(trained):
   assert len(text) == 12 and set(text) <= set("abcdefgh ")
 
 
+@pytest.mark.filterwarnings("error:Sharding info not provided")
 def test_plain_orbax_and_nnx_read_the_parameters(trained):
+  """docs/library.md's recipe: the target names each array's sharding (Orbax then need not
+  guess it from the file, with a warning)."""
   workdir, _ = trained
   model, _, config = inn_jax.load(workdir)
   abstract = nnx.eval_shape(lambda: inn_jax.models.build_model(config.model, 9, nnx.Rngs(0)))
   params = nnx.state(abstract, nnx.Param)
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
+                        nnx.to_pure_dict(params))
   manager = ocp.CheckpointManager((workdir / "best").absolute())
   out = manager.restore(manager.latest_step(), args=ocp.args.Composite(
-      state=ocp.args.PyTreeRestore(item={"params": nnx.to_pure_dict(params)},
-                                   partial_restore=True)))
+      state=ocp.args.PyTreeRestore(
+          item={"params": target}, partial_restore=True,
+          restore_args=ocp.checkpoint_utils.construct_restore_args({"params": target}))))
   manager.close()
   nnx.replace_by_pure_dict(params, out.state["params"])
   chex.assert_trees_all_equal(jax.tree.map(np.asarray, nnx.to_pure_dict(params)),
@@ -93,6 +100,25 @@ def test_load_onto_a_mesh_splits_the_neurons(trained):
   kernel = model.layers[0].memory.in_proj.kernel[...]
   assert kernel.sharding.spec[0] == "neuron" and kernel.sharding.shard_shape(kernel.shape)[0] == 2
   assert model.embed.table_VD[...].sharding.is_fully_replicated
+
+
+@pytest.mark.parametrize("explicit", [False, True])
+def test_a_model_loaded_without_a_mesh_runs_later_under_one(trained, explicit):
+  """Loaded onto no mesh, the parameters are not committed to device 0, so the model runs
+  under a mesh afterwards (it failed with "incompatible devices") and computes the same."""
+  import jax.numpy as jnp
+  from jax.sharding import PartitionSpec as P
+  workdir, _ = trained
+  model, vocab, _ = inn_jax.load(workdir)
+  kernel = model.layers[0].memory.in_proj.kernel[...]
+  assert not kernel.committed
+  x = jnp.asarray([vocab.encode("abcd"), vocab.encode("dcba")], jnp.int32)
+  want = model(x)
+  mesh = jax.make_mesh((2, 2), sharding.MESH_AXES,
+                       axis_types=(AxisType.Explicit if explicit else AxisType.Auto,) * 2)
+  with jax.set_mesh(mesh):
+    got = nnx.jit(lambda m, t: m(t))(model, jax.device_put(x, P("data")))
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
 def test_load_onto_a_mesh_the_rules_do_not_fit_is_an_error(trained):

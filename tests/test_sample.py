@@ -87,6 +87,49 @@ def test_seed_decides_the_sample():
   assert (np.asarray(a) != np.asarray(other)).any()
 
 
+def test_a_key_decides_the_sample_as_its_seed_does():
+  sampler, prompt_BL = Sampler(tiny("inn")), prompt()
+  a = sampler(prompt_BL, 20, key=jax.random.key(7)).tokens_BL
+  np.testing.assert_array_equal(a, sampler(prompt_BL, 20, seed=7).tokens_BL)
+  assert (np.asarray(a) != np.asarray(sampler(prompt_BL, 20, key=jax.random.key(8)).tokens_BL)
+          ).any()
+  np.testing.assert_array_equal(  # A raw uint32 key works too.
+      a, sampler(prompt_BL, 20, key=jax.random.key_data(jax.random.key(7))).tokens_BL)
+
+
+def test_top_p_draws_only_from_the_nucleus():
+  """Each token lies in the fewest likeliest tokens whose probability reaches top_p (checked
+  against the logits it was drawn from, sorted in NumPy), and a hot temperature uses more than
+  the top one."""
+  out = Sampler(tiny("inn"))(prompt(batch=4), 30, temperature=3.0, top_p=0.5, seed=0,
+                             return_logits=True)
+  logits, tokens = np.asarray(out.logits_BLV, np.float64) / 3.0, np.asarray(out.tokens_BL)
+  probs = np.exp(logits - logits.max(-1, keepdims=True))
+  probs /= probs.sum(-1, keepdims=True)
+  order = np.argsort(-probs, -1)
+  mass_before = np.cumsum(np.take_along_axis(probs, order, -1), -1) - np.take_along_axis(
+      probs, order, -1)
+  rank = np.argmax(order == tokens[..., None], -1)
+  assert (np.take_along_axis(mass_before, rank[..., None], -1)[..., 0] < 0.5 + 1e-6).all()
+  assert (rank > 0).any() and (rank == 0).any()
+
+
+def test_stop_token_ends_each_row():
+  """After a row's first stop token every token is the stop token; lengths_B counts up to it."""
+  sampler, prompt_BL = Sampler(tiny("lstm")), prompt(batch=6)
+  free = np.asarray(sampler(prompt_BL, 40, temperature=2.0, seed=0).tokens_BL)
+  stop = int(np.bincount(free.ravel()).argmax())  # A token these rows do draw.
+  out = sampler(prompt_BL, 40, temperature=2.0, seed=0, stop=stop)
+  tokens, lengths = np.asarray(out.tokens_BL), np.asarray(out.lengths_B)
+  for row, free_row, n in zip(tokens, free, lengths):
+    hits = np.flatnonzero(free_row == stop)
+    want = hits[0] + 1 if len(hits) else 40
+    assert n == want
+    np.testing.assert_array_equal(row[:n], free_row[:n])
+    assert (row[n:] == stop).all()
+  assert (lengths < 40).any()
+
+
 def test_sampler_leaves_the_model_alone():
   model = tiny("lstm")
   model.train()
@@ -100,6 +143,10 @@ def test_sampler_leaves_the_model_alone():
     (dict(length=0), "length must be a positive int"),
     (dict(temperature=-1.0), "temperature must be >= 0"),
     (dict(top_k=0), "top_k must be None or an int in 1..27"),
+    (dict(top_p=0.0), r"top_p must be None or in \(0, 1\]"),
+    (dict(stop=27), "stop must be None or a token id in 0..26"),
+    (dict(key=jax.random.key(0), seed=1), "key .* or seed .*, not both"),
+    (dict(key=3), "key must be a jax.random key"),
 ])
 def test_bad_arguments(bad, match):
   kw = dict(prompt_BP=prompt(), length=3) | bad

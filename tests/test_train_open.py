@@ -43,6 +43,8 @@ def test_run_takes_a_typed_model_and_arrays_in_memory(tmp_path):
   saved = json.loads((tmp_path / "workdir" / "config.json").read_text())
   assert saved["model"]["d_model"] == 16 and saved["model"]["n_neurons"] == 2
   assert saved["data"]["name"] == "arrays" and results["steps"] == 4
+  # Named as the base config with this model, not as the base config alone (issue 33).
+  assert results["config"] == saved["name"] == f"{c.name}+model=inn"
   with pytest.raises(ValueError, match="values its flat keys cannot record"):
     runner.run(c, model=model.replace(memory=model.memory.replace(dt_min=0.01)),
                corpus=corpus(tmp_path))

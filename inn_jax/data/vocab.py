@@ -86,6 +86,9 @@ class CharVocab:
             f"remove or normalise those characters before encoding.", symbol, int(bad[0]), bad.size)
     return ids.astype(self.dtype, copy=False)
 
+  def __len__(self) -> int:
+    return self.size
+
   def decode(self, ids) -> str:
     return "".join(self._chars[_check_ids(ids, self.size)].tolist())
 
@@ -103,6 +106,9 @@ class ByteVocab:
   def encode(self, text) -> np.ndarray:
     data = text if isinstance(text, (bytes, bytearray)) else text.encode("utf-8")
     return np.frombuffer(data, np.uint8).copy()
+
+  def __len__(self) -> int:
+    return self.size
 
   def decode(self, ids) -> str:
     return bytes(_check_ids(ids, self.size).astype(np.uint8)).decode("utf-8", errors="replace")
@@ -157,6 +163,9 @@ class WordVocab:
 
   def encode(self, text: str) -> np.ndarray:
     return self.encode_tokens(split_words(text, self.eos))
+
+  def __len__(self) -> int:
+    return self.size
 
   def decode(self, ids) -> str:
     out = []

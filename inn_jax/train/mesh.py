@@ -46,7 +46,7 @@ def batch_sharding(mesh) -> NamedSharding:
 
 def state_shardings(state, mesh):
   """The sharding tree of a training state or of parameters (see the module docstring)."""
-  return jax.tree.map(lambda spec: NamedSharding(mesh, spec), variable_specs(state))
+  return jax.tree.map(lambda spec: NamedSharding(mesh, spec), variable_specs(state, mesh))
 
 
 def global_batch(array_BL: np.ndarray, sharding: NamedSharding) -> jax.Array:

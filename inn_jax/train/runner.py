@@ -416,4 +416,6 @@ def _with_model(config, model_config):
   config = config.copy_and_resolve_references()
   with config.unlocked():
     config.model = models.model_config(kind, **{k: v for k, v in flat.items() if k != "kind"})
+    # Not the base config's name alone: its model is not this run's.
+    config.name = f"{config.name}+model={kind}"
   return config
