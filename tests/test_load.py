@@ -51,22 +51,16 @@ def test_load_equals_the_trainers_restore_and_samples(trained):
 
 @pytest.mark.filterwarnings("error:Sharding info not provided")
 def test_plain_orbax_and_nnx_read_the_parameters(trained):
-  """docs/library.md's recipe: the target names each array's sharding (Orbax then need not
-  guess it from the file, with a warning)."""
+  """docs/library.md's recipe (examples/library.py's plain_orbax) reads what inn_jax.load does;
+  its target names each array's sharding, so Orbax does not warn that it guesses it."""
+  import importlib.util
+  spec = importlib.util.spec_from_file_location(
+      "library_example", pathlib.Path(__file__).resolve().parents[1] / "examples" / "library.py")
+  example = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(example)
   workdir, _ = trained
-  model, _, config = inn_jax.load(workdir)
-  abstract = nnx.eval_shape(lambda: inn_jax.models.build_model(config.model, 9, nnx.Rngs(0)))
-  params = nnx.state(abstract, nnx.Param)
-  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
-                        nnx.to_pure_dict(params))
-  manager = ocp.CheckpointManager((workdir / "best").absolute())
-  out = manager.restore(manager.latest_step(), args=ocp.args.Composite(
-      state=ocp.args.PyTreeRestore(
-          item={"params": target}, partial_restore=True,
-          restore_args=ocp.checkpoint_utils.construct_restore_args({"params": target}))))
-  manager.close()
-  nnx.replace_by_pure_dict(params, out.state["params"])
+  model, _, _ = inn_jax.load(workdir)
+  params = nnx.state(example.plain_orbax(workdir), nnx.Param)
   chex.assert_trees_all_equal(jax.tree.map(np.asarray, nnx.to_pure_dict(params)),
                      jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(model, nnx.Param))))
 
