@@ -29,6 +29,29 @@ def test_build_and_run(kind):
   assert np.isfinite(logits).all()
 
 
+@pytest.mark.parametrize("kind", sorted(TINY))
+def test_param_dtype_stores_the_float32_parameters_rounded(kind):
+  """param_dtype="bfloat16" (issue 33): every parameter is stored in bfloat16, equal to the
+  float32 model's rounded; with float32 compute it computes what that float32 model computes
+  with its parameters rounded the same way; its gradients come back in bfloat16."""
+  cfg = model_config(kind, **TINY[kind])
+  half = build_model(model_config(kind, **TINY[kind], param_dtype="bfloat16"), 27, nnx.Rngs(0))
+  full = build_model(cfg, 27, nnx.Rngs(0))
+  half_params, full_params = nnx.state(half, nnx.Param), nnx.state(full, nnx.Param)
+  leaves = jax.tree.leaves(half_params)
+  assert leaves and all(x.dtype == jnp.bfloat16 for x in leaves)
+  rounded = jax.tree.map(lambda x: x.astype(jnp.bfloat16).astype(jnp.float32), full_params)
+  for got, want in zip(jax.tree.leaves(half_params), jax.tree.leaves(rounded)):
+    np.testing.assert_array_equal(np.asarray(got, np.float32), np.asarray(want))
+  nnx.update(full, rounded)
+  x = jax.random.randint(jax.random.key(0), (2, 9), 0, 27)
+  half.eval()
+  full.eval()
+  np.testing.assert_allclose(half(x), full(x), rtol=1e-5, atol=1e-5)
+  grads = nnx.grad(lambda m: m(x).mean())(half)
+  assert all(g.dtype == jnp.bfloat16 for g in jax.tree.leaves(grads))
+
+
 INN_FORMS = [dict(neuron_identity=i, neuron_params=p) for i in ("embedding", "norm", "none")
              for p in ("shared", "ssm", "full")]
 CAUSAL_CASES = [(k, {}) for k in sorted(TINY)] + [("inn", form) for form in INN_FORMS] + [

@@ -80,7 +80,9 @@ class INNConfig(typed.Config):
     embed_init: "scaled" (N(0, 1/D) x sqrt(D), near-uniform first logits) or "normal" (the
       paper's code: N(0, 1)).
     remat: what the backward pass keeps (REMATS); remat_rows: rows per slice for "rows".
-    dtype: compute dtype (parameters and the scan state stay float32).
+    dtype: compute dtype (the scan state stays float32).
+    param_dtype: the parameters' storage dtype (float32; bfloat16 halves the parameters' and the
+      optimiser moments' memory); compute stays `dtype`.
   """
   d_model: int = 256
   n_layers: int = 6
@@ -95,6 +97,7 @@ class INNConfig(typed.Config):
   remat: Remat = "none"
   remat_rows: int = 1
   dtype: typed.DType = "float32"
+  param_dtype: typed.DType = "float32"
 
   # The command line's flat keys (config.model.<key>) of the nested fields.
   FLAT: ClassVar[dict] = {
@@ -250,6 +253,7 @@ class INN(nnx.Module):
                                         config.n_neurons) if narrow else None)
     self.final_norm = LayerNorm(d_model)
     self.record, self.remat, self.remat_rows = False, config.remat, config.remat_rows
+    neurons.store_params(self, config.param_dtype)
 
   def init_cache(self, batch_size: int, max_len: int | None = None):
     """An empty state for `batch_size` rows (max_len: any length; unused by a recurrent state)."""

@@ -20,7 +20,7 @@ from flax import nnx
 
 from inn_jax import typed
 from inn_jax.models import call_args
-from inn_jax.nn import Embedder
+from inn_jax.nn import Embedder, neurons
 from inn_jax.nn.embed import EmbedInit
 from inn_jax.nn.dropout import dropout as dropout_layer
 
@@ -76,6 +76,8 @@ class LSTMConfig(typed.Config):
       a tied head is then exactly the usual one); dropout: on the inputs of layers 2..n (as
       nn.LSTM's); tie_embeddings, embed_init: as INNConfig's; scan_unroll: lax.scan's unroll of
       the time loop (speed only); dtype: compute dtype.
+    param_dtype: the parameters' storage dtype (float32; bfloat16 halves the parameters' and the
+      optimiser moments' memory); compute stays `dtype`.
   """
   hidden: int = 512
   n_layers: int = 3
@@ -85,6 +87,7 @@ class LSTMConfig(typed.Config):
   embed_init: EmbedInit = "scaled"
   scan_unroll: int = 1
   dtype: typed.DType = "float32"
+  param_dtype: typed.DType = "float32"
 
   FLAT: ClassVar[dict] = {}
 
@@ -122,6 +125,7 @@ class LSTM(nnx.Module):
     self.dropout = dropout_layer(dropout, rngs)
     self.proj = (None if d_embed == hidden else
                  nnx.Linear(hidden, d_embed, use_bias=False, dtype=dtype, rngs=rngs))
+    neurons.store_params(self, config.param_dtype)
 
   def init_cache(self, batch_size: int, max_len: int | None = None) -> list[LSTMCache]:
     """An empty state for `batch_size` rows (max_len unused: the state has a fixed size)."""

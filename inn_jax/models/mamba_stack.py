@@ -10,7 +10,7 @@ from flax import nnx
 
 from inn_jax import typed
 from inn_jax.models import call_args
-from inn_jax.nn import Embedder, LayerNorm, MambaBlock, MambaConfig
+from inn_jax.nn import Embedder, LayerNorm, MambaBlock, MambaConfig, neurons
 from inn_jax.nn.embed import EmbedInit
 
 
@@ -23,6 +23,8 @@ class MambaStackConfig(typed.Config):
     d_model: D; n_layers: blocks; memory: each block (MambaConfig; fields left None: expand 2,
       neuron_params "shared").
     tie_embeddings, embed_init: as INNConfig's. dtype: compute dtype.
+    param_dtype: the parameters' storage dtype (float32; bfloat16 halves the parameters' and the
+      optimiser moments' memory); compute stays `dtype`.
   """
   d_model: int = 256
   n_layers: int = 6
@@ -30,6 +32,7 @@ class MambaStackConfig(typed.Config):
   tie_embeddings: bool = False
   embed_init: EmbedInit = "scaled"
   dtype: typed.DType = "float32"
+  param_dtype: typed.DType = "float32"
 
   FLAT: ClassVar[dict] = {k: ("memory", k) for k in ("d_state", "d_conv", "expand", "dt_rank",
                                                       "scan_method", "scan_chunk")}
@@ -74,6 +77,7 @@ class MambaStack(nnx.Module):
     self.layers = nnx.List([MambaBlock(d_model, config.memory, dtype=dtype, rngs=rngs)
                             for _ in range(config.n_layers)])
     self.final_norm = LayerNorm(d_model)
+    neurons.store_params(self, config.param_dtype)
 
   def init_cache(self, batch_size: int, max_len: int | None = None):
     """An empty state for `batch_size` rows (max_len unused: the state has a fixed size)."""

@@ -28,7 +28,7 @@ from flax import nnx
 
 from inn_jax import typed
 from inn_jax.models import call_args
-from inn_jax.nn import Embedder, LayerNorm
+from inn_jax.nn import Embedder, LayerNorm, neurons
 from inn_jax.nn.embed import EmbedInit
 from inn_jax.nn.dropout import dropout as dropout_layer
 
@@ -125,6 +125,8 @@ class TransformerConfig(typed.Config):
     for embeddings, attention weights, the FFN and both sub-layer outputs; activation: the FFN's;
     max_len: positions a cache holds by default; tie_embeddings, embed_init: as INNConfig's;
     dtype: compute dtype.
+    param_dtype: the parameters' storage dtype (float32; bfloat16 halves the parameters' and the
+      optimiser moments' memory); compute stays `dtype`.
   """
   d_model: int = 256
   n_layers: int = 6
@@ -136,6 +138,7 @@ class TransformerConfig(typed.Config):
   tie_embeddings: bool = True
   embed_init: EmbedInit = "scaled"
   dtype: typed.DType = "float32"
+  param_dtype: typed.DType = "float32"
 
   FLAT: ClassVar[dict] = {}
 
@@ -174,6 +177,7 @@ class Transformer(nnx.Module):
     self.blocks = nnx.List([Block(d_model, n_heads, d_ff, dropout, activation, dtype=dtype,
                                   rngs=rngs) for _ in range(n_layers)])
     self.final_norm = LayerNorm(d_model)
+    neurons.store_params(self, config.param_dtype)
 
   def init_cache(self, batch_size: int, max_len: int | None = None) -> KVCache:
     max_len = self.max_len if max_len is None else max_len

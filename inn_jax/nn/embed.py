@@ -58,6 +58,9 @@ class Embedder(nnx.Module):
     gather would clamp it to one): the models' call contract (inn_jax.models.call_args)."""
     valid_BL = (tokens_BL >= 0) & (tokens_BL < self.vocab_size)
     x_BLD = sharding.take_rows(self.table_VD[...], jnp.where(valid_BL, tokens_BL, 0))
+    # Scaled in the wider of the table's and the compute dtype (a bfloat16 table, float32 compute:
+    # float32, as its float32 twin).
+    x_BLD = x_BLD.astype(jnp.promote_types(x_BLD.dtype, self.dtype))
     x_BLD = jnp.where(valid_BL[..., None], x_BLD, jnp.nan)
     return (x_BLD * self.scale).astype(self.dtype)
 

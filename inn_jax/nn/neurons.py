@@ -1,4 +1,5 @@
-"""Parameters of a neuron population: one shared by all N neurons, or one per neuron.
+"""Parameters of a neuron population: one shared by all N neurons, or one per neuron; and the
+storage dtype of a model's parameters (`store_params`).
 
 A per-neuron parameter is a `NeuronParam` with a leading axis N holding N independent draws of
 the shared parameter's initialiser (equal per-neuron values would get equal gradients, and the
@@ -56,3 +57,15 @@ class Dense(nnx.Module):
     if isinstance(self.kernel, NeuronParam):
       return jnp.einsum("...nli,nio->...nlo", x, w)
     return jnp.einsum("...i,io->...o", x, w)
+
+
+def store_params(module: nnx.Module, param_dtype) -> None:
+  """Every floating nnx.Param of `module` (a whole model) stored in param_dtype: a model's
+  config.param_dtype. Initialised in float32 first, so a bfloat16 model's parameters are its
+  float32 twin's, rounded; the compute dtype (config.dtype) is separate. A no-op for float32."""
+  param_dtype = jnp.dtype(param_dtype)
+  if param_dtype == jnp.float32:
+    return
+  params = nnx.state(module, nnx.Param)
+  nnx.update(module, jax.tree.map(
+      lambda x: x.astype(param_dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, params))
