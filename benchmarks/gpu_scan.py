@@ -13,7 +13,7 @@ the later ones), in this order:
   scan             forward and forward + backward at the paper code's memory (512 rows, L 256,
                    E 512, shared parameters) and the default INN's (16 x 32 neurons, E 16 each,
                    per-neuron parameters); each with its floor.
-  inn_train_step   tokens/s of one AdamW step of the paper-code INN (configs/text8.py:inn_paper)
+  inn_train_step   tokens/s of the trainer's step of the paper-code INN (configs/text8.py:inn_paper)
                    and of the default INN (configs/text8.py:inn), batch 16 x 256, per method.
   long             the paper code's memory at L 2048 (64 rows).
   pallas_variants  kernel settings at the paper code's shape, to choose each backend's defaults.
@@ -188,33 +188,35 @@ def pallas_backend(method):
 def model_tokens_per_s(form, method, dtype, tiny, reps):
   """Training-step tokens/s of one INN form, batch 16 x 256: "paper_form", the paper's code
   (configs/text8.py:inn_paper, 4.2M parameters: one shared memory 512 wide), or "default_form",
-  ours (configs/text8.py:inn: 32 neurons each its own memory 16 wide); with one scan method."""
-  import optax
-  from flax import nnx
-  from inn_jax.models import build_model, count_params
-  from inn_jax.train import paper_model
-  size = dict(d_model=16, n_layers=1, n_neurons=2, n_heads=2) if tiny else {}
+  ours (configs/text8.py:inn: 32 neurons each its own memory 16 wide); with one scan method.
+  The step is the trainer's (inn_jax.train.step.build, as inn_jax.bench builds it: AdamW with
+  the config's schedule, dropout, the finite check), one batch (train.microbatches=1)."""
+  from inn_jax import bench
+  from inn_jax.models import count_params
+  from inn_jax.train import loop
+  from inn_jax.train import mesh as mesh_lib
   batch, length = (2, 16) if tiny else (BATCH, LENGTH)
-  cfg = paper_model("inn", paper=form == "paper_form", scan_method=method,
-                    dtype=jnp.dtype(dtype).name, attn_dropout=0.0, **size)
-  model = build_model(cfg, VOCAB, nnx.Rngs(0))
-  params_count = count_params(model)
-  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-  opt = optax.adamw(4e-4)
+  c = bench.job_config("inn", "paper", batch, length, jnp.dtype(dtype).name, method,
+                       microbatches=1, inn_form="paper" if form == "paper_form" else "default")
+  if tiny:
+    c.model.update(d_model=16, n_layers=1, n_neurons=2, n_heads=2)
+  c.mesh.data = 1
+  p = bench.train_parts(c)
+  compiled = loop.compile_train_step(p.make_step(1), p.state, p.shape, p.mesh,
+                                     p.compiler_options)
+  rows = mesh_lib.batch_sharding(p.mesh)
+  tokens = np.random.default_rng(0).integers(0, VOCAB, (batch, length + 1)).astype(np.int32)
+  x_BL, y_BL = (mesh_lib.global_batch(t, rows) for t in (tokens[:, :-1], tokens[:, 1:]))
+  state = [p.state]
 
-  @jax.jit
-  def step(params, opt_state, tokens_BL):
-    def loss_fn(p):
-      logits_BLV = nnx.merge(graphdef, p, rest)(tokens_BL[:, :-1])
-      return optax.softmax_cross_entropy_with_integer_labels(
-          logits_BLV.astype(jnp.float32), tokens_BL[:, 1:]).mean()
-    loss, grads = jax.value_and_grad(loss_fn)(params)
-    updates, opt_state = opt.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
+  def step():  # The state is donated: each call steps from the last one's.
+    state[0], metrics = compiled(state[0], x_BL, y_BL)
+    return metrics["loss"]
 
-  tokens_BL = jax.random.randint(jax.random.key(0), (batch, length + 1), 0, VOCAB)
-  first, seconds = median_time(step, (params, opt.init(params), tokens_BL), reps)
-  return dict(form=form, parameters=params_count, batch=batch, length=length,
+  with jax.set_mesh(p.mesh):
+    first, seconds = median_time(step, (), reps)
+  return dict(form=form, parameters=count_params(p.model), batch=batch, length=length,
+              step="the trainer's (inn_jax.train.step.build), train.microbatches=1",
               step_ms=1e3 * seconds, compile_and_first_s=first,
               tokens_per_s=batch * length / seconds)
 

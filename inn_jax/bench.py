@@ -134,30 +134,16 @@ def job_config(kind: str, size: str, batch: int, seq: int, dtype: str = "float32
 
 
 def train_parts(c):
-  """What runner.Run builds before compiling the train step, for config `c`: the model (params
-  seed 0, dropout seed 1), its eval split, the initial state laid out on the mesh, and
-  make_step(k), the train step with k micro-batches."""
+  """What runner.Run builds before compiling the train step (inn_jax.train.step.build), for
+  config `c`: the model (params seed 0, dropout seed 1), its eval split, the initial state laid
+  out on the mesh, and make_step(k), the train step with k micro-batches."""
   import jax
-  from flax import nnx
-  from inn_jax.models import build_model
-  from inn_jax.train import loop, optimizer, validate
-  from inn_jax.train import mesh as mesh_lib
+  from inn_jax.train import step, validate
   validate.check_config(c, jax.device_count())
-  mesh = mesh_lib.make_mesh(c.mesh)
-  model = build_model(c.model, VOCAB, nnx.Rngs(params=c.seed, dropout=c.seed + 1))
-  model.train()
-  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-  model.eval()
-  graphdef_eval, _, rest_eval = nnx.split(model, nnx.Param, ...)
-  tx = optimizer.make_optimizer(c.optim, c.train.steps)
-  state = loop.init_state(params, tx)
-  state = jax.device_put(state, mesh_lib.state_shardings(state, mesh))
-  lr = optimizer.schedules(c.optim, c.train.steps)[0]
-  make_step = lambda k: loop.make_train_step(graphdef, rest, tx, lr, c.seed + 1, k)
+  p = step.build(c, VOCAB)
   return types.SimpleNamespace(
-      model=model, mesh=mesh, state=state, make_step=make_step, graphdef_eval=graphdef_eval,
-      rest_eval=rest_eval, shape=(c.data.batch_size, c.data.seq_len),
-      compiler_options=c.compiler_options.to_dict() or None)
+      model=p.model, mesh=p.mesh, state=p.placed_state(), make_step=p.make_step,
+      forward=p.forward, shape=p.shape, compiler_options=c.compiler_options.to_dict() or None)
 
 
 def shape_text(batch: int, seq: int, k: int) -> str:
@@ -178,7 +164,6 @@ def measure_model(kind, size, batch, seq, dtype="float32", scan_method="auto", w
   """Train step and forward figures of one model (run it in a fresh process: see module doc)."""
   import jax
   import numpy as np
-  from flax import nnx
   from inn_jax.models import count_params
   from inn_jax.ops import scan
   from inn_jax.train import loop, memory
@@ -204,7 +189,7 @@ def measure_model(kind, size, batch, seq, dtype="float32", scan_method="auto", w
     step_s, step_times, (state, _) = _median_step(compiled, (p.state, x, y), warmup, steps)
     params = state["params"]  # The step donated the state the model was split into.
     peak, source = _peak_memory(device)  # Before the forward: the step's peak.
-    forward_fn = lambda q, t: nnx.merge(p.graphdef_eval, q, p.rest_eval)(t)
+    forward_fn = p.forward
     start = time.perf_counter()
     forward = jax.jit(forward_fn, in_shardings=(mesh_lib.state_shardings(params, p.mesh), rows))
     forward = forward.lower(params, x).compile()

@@ -93,8 +93,9 @@ def steps_once(specs, tmp_path):
       continue
     r = runner.Run(tiny)
     lr, _ = optimizer.schedules(tiny.optim, 3)
-    step = loop.compile_train_step(loop.make_train_step(r.graphdef_train, r.rest, r.tx, lr, 1),
-                                   r.state, (8, 16), r.mesh, r.compiler_options)
+    step = loop.compile_train_step(
+        loop.make_train_step(r.parts.graphdef, r.parts.rest, r.parts.tx, lr, 1),
+        r.state, (8, 16), r.mesh, r.compiler_options)
     rows = mesh_lib.batch_sharding(r.mesh)
     x_BL, y_BL = data.TrainStream(r.corpus.train, 8, 16).batch(0)
     state, metrics = step(r.state, mesh_lib.global_batch(x_BL, rows),

@@ -23,7 +23,7 @@ def run(tmp_path_factory):
 def nats_by_hand(run, tokens_BL):
   """Sum of -log p(target) of one forward call on the rows tokens_BL (float64 log-softmax)."""
   tokens_BL = np.atleast_2d(tokens_BL)
-  forward = jax.jit(lambda p, x: nnx.merge(run.graphdef_eval, p, run.rest)(x),
+  forward = jax.jit(lambda p, x: nnx.merge(run.parts.graphdef_eval, p, run.parts.rest)(x),
                     compiler_options=run.compiler_options)
   logits = np.asarray(forward(run.state["params"], jnp.asarray(tokens_BL[:, :-1], jnp.int32)),
                       np.float64)
@@ -94,7 +94,7 @@ def test_micro_batched_evaluation_gives_the_same_scores(tmp_path, kind):
   valid, params = np.asarray(r.corpus.valid), r.state["params"]
   got = {}
   for k in (1, 2, 4):
-    ev = evaluate.Evaluator(r.graphdef_eval, r.rest, r.mesh, r.compiler_options, k)
+    ev = evaluate.Evaluator(r.parts.graphdef_eval, r.parts.rest, r.mesh, r.compiler_options, k)
     got[k] = [ev.score(params, valid, 8, 16, carry=c, max_windows=6) for c in (False, True)]
     assert ev._steps[(8, 16)][2] == k
   for k in (2, 4):
@@ -109,10 +109,11 @@ def test_evaluation_takes_the_fewest_micro_batches_that_fit(run):
   params, valid = run.state["params"], np.asarray(run.corpus.valid)
   need = {}
   for k in (1, 2):
-    ev = evaluate.Evaluator(run.graphdef_eval, run.rest, run.mesh, run.compiler_options, k)
+    ev = evaluate.Evaluator(run.parts.graphdef_eval, run.parts.rest, run.mesh,
+                            run.compiler_options, k)
     need[k] = memory.step_bytes(ev._prepare(params, 8, 16)[0])
   assert need[1] > need[2]
-  ev = evaluate.Evaluator(run.graphdef_eval, run.rest, run.mesh, run.compiler_options, 0,
-                          need[1] - 1)
+  ev = evaluate.Evaluator(run.parts.graphdef_eval, run.parts.rest, run.mesh,
+                          run.compiler_options, 0, need[1] - 1)
   ev.score(params, valid, 8, 16, max_windows=1)
   assert ev._steps[(8, 16)][2] == 2

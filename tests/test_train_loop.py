@@ -102,7 +102,7 @@ def test_microbatches_accumulate_the_same_update(tmp_path):
 def _fitting(config, microbatches, budget):
   r = runner.Run(config)
   lr, _ = optimizer.schedules(config.optim, config.train.steps)
-  make = lambda k: loop.make_train_step(r.graphdef_train, r.rest, r.tx, lr, 1, k)
+  make = lambda k: loop.make_train_step(r.parts.graphdef, r.parts.rest, r.parts.tx, lr, 1, k)
   shape = (config.data.batch_size, config.data.seq_len)
   return loop.compile_fitting_step(make, r.state, shape, r.mesh, microbatches, budget,
                                    r.compiler_options)
@@ -119,7 +119,7 @@ def test_automatic_microbatches_take_the_fewest_that_fit(tmp_path):
 
   def compile_with(k):
     if k not in compiled:
-      step = loop.make_train_step(r.graphdef_train, r.rest, r.tx, lr, 1, k)
+      step = loop.make_train_step(r.parts.graphdef, r.parts.rest, r.parts.tx, lr, 1, k)
       compiled[k] = loop.compile_train_step(step, r.state, shape, r.mesh, r.compiler_options)
     return compiled[k]
 

@@ -67,7 +67,7 @@ def test_neuron_axis_of_activations_is_sharded(tmp_path):
   x_BL = jnp.zeros((8, 16), jnp.int32)
 
   def neurons(params, x_BL):
-    model = nnx.merge(r.graphdef_eval, params, jax.tree.map(lambda a: a, r.rest))
+    model = nnx.merge(r.parts.graphdef_eval, params, jax.tree.map(lambda a: a, r.parts.rest))
     model.capture()  # The INN sows its per-layer neuron states, B x N x L x D.
     _, sown = nnx.capture(model, nnx.Intermediate)(x_BL)
     return [v for k, v in nnx.to_flat_state(sown) if k[-1] == "neurons_BNLD"][0].get_value()[0]
@@ -81,7 +81,7 @@ def test_neuron_axis_of_activations_is_sharded(tmp_path):
   # The train step itself carries the population's constraint, batch over data and neurons over
   # neuron, and no folded (B*N) layout.
   lr, _ = optimizer.schedules(r.config.optim, 3)
-  step_fn = loop.make_train_step(r.graphdef_train, r.rest, r.tx, lr, 1)
+  step_fn = loop.make_train_step(r.parts.graphdef, r.parts.rest, r.parts.tx, lr, 1)
   text = loop.lower_train_step(step_fn, r.state, (8, 16), r.mesh).as_text()
   constraints = [line for line in text.splitlines() if "sharding_constraint" in line]
   assert any('[{"data"}, {"neuron"}, {}, {}]' in line for line in constraints)

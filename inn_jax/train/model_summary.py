@@ -18,11 +18,8 @@ import json
 import pathlib
 
 import jax
-from flax import nnx
 
-from inn_jax.models import build_model
-from inn_jax.train import flops, loop, optimizer
-from inn_jax.train import mesh as mesh_lib
+from inn_jax.train import flops, step
 
 JSON_FILE = "summary.json"
 MD_FILE = "summary.md"
@@ -61,25 +58,16 @@ def tensors(params) -> dict[str, list[int]]:
   return {_name(path): list(x.shape) for path, x in _leaves(params)}
 
 
-def summarize(config, vocab_size: int, *, model=None, mesh=None) -> dict:
+def summarize(config, vocab_size: int, *, model=None, mesh=None, parts=None) -> dict:
   """The summary of `config`'s model (`model`, else built as the trainer builds it) for one
-  data.batch_size x data.seq_len batch, traced (not run) under `mesh` (default: config.mesh)."""
-  mesh = mesh if mesh is not None else mesh_lib.make_mesh(config.mesh)
-  if model is None:
-    model = build_model(config.model, vocab_size,
-                        nnx.Rngs(params=config.seed, dropout=config.seed + 1))
-  model.train()
-  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-  model.eval()
-  graphdef_eval, _, rest_eval = nnx.split(model, nnx.Param, ...)
-  tx = optimizer.make_optimizer(config.optim, config.train.steps)
-  state = jax.eval_shape(lambda p: loop.init_state(p, tx), params)
-  lr, _ = optimizer.schedules(config.optim, config.train.steps)
-  step = loop.make_train_step(graphdef, rest, tx, lr, config.seed + 1, 1)
-  forward = lambda p, tokens_BL: nnx.merge(graphdef_eval, p, rest_eval)(tokens_BL)
-  shape = (config.data.batch_size, config.data.seq_len)
-  with jax.set_mesh(mesh):  # The model's activation constraints read the mesh while tracing.
-    per_token = flops.per_token(forward, params, step, state, shape)
+  data.batch_size x data.seq_len batch, traced (not run) under `mesh` (default: config.mesh).
+  `parts`: the run's own step.TrainParts (then `model` and `mesh` are its)."""
+  parts = parts or step.build(config, vocab_size, model=model, mesh=mesh)
+  params = parts.params
+  state = jax.eval_shape(parts.init_state)
+  shape = parts.shape
+  with jax.set_mesh(parts.mesh):  # The model's activation constraints read the mesh.
+    per_token = flops.per_token(parts.forward, params, parts.make_step(1), state, shape)
   groups = param_groups(params)
   return {
       "config": config.name, "model": config.model.kind, "vocab_size": int(vocab_size),

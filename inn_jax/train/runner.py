@@ -8,14 +8,14 @@ import time
 
 import jax
 import numpy as np
-from flax import nnx
 
 from inn_jax import data
-from inn_jax.models import build_model, count_params
+from inn_jax.models import count_params
 from inn_jax.ops import scan
-from inn_jax.train import (checkpoint, evaluate, loop, memory, model_summary, optimizer,
+from inn_jax.train import (checkpoint, evaluate, loop, memory, model_summary,
                            preemption, profile, tracking, validate)
 from inn_jax.train import mesh as mesh_lib
+from inn_jax.train import step as step_lib
 from inn_jax.train import workdir as workdir_lib
 from inn_jax.train.log import Logger, per_token
 
@@ -73,16 +73,10 @@ class Run:
     if self.resuming and saved_sha not in (None, self.corpus_sha256):
       self._accept({workdir_lib.CORPUS_KEY: (saved_sha, self.corpus_sha256)})
     self.mesh = mesh_lib.make_mesh(config.mesh)
-    model = build_model(config.model, self.corpus.vocab.size,
-                        nnx.Rngs(params=config.seed, dropout=config.seed + 1))
-    self.n_params = count_params(model)
-    self.model, self._summary = model, None  # The summary's model: see model_summary().
-    model.train()
-    self.graphdef_train, params, self.rest = nnx.split(model, nnx.Param, ...)
-    model.eval()
-    self.graphdef_eval, _, rest_eval = nnx.split(model, nnx.Param, ...)
-    self.tx = optimizer.make_optimizer(config.optim, config.train.steps)
-    state = loop.init_state(params, self.tx)
+    self.parts = step_lib.build(config, self.corpus.vocab.size, mesh=self.mesh)
+    self.n_params = count_params(self.parts.model)
+    self.model, self._summary = self.parts.model, None  # The summary's: see model_summary().
+    state = self.parts.init_state()
     self.layout_sha256 = workdir_lib.layout_sha256(state)
     self._check_layout()
     self.shardings = mesh_lib.state_shardings(state, self.mesh)
@@ -92,7 +86,7 @@ class Run:
                          for key, batch_key in (("train.microbatches", "batch_size"),
                                                 ("eval.microbatches", "eval_batch_size"))}
     self.evaluator = evaluate.Evaluator(
-        self.graphdef_eval, rest_eval, self.mesh, self.compiler_options,
+        self.parts.graphdef_eval, self.parts.rest_eval, self.mesh, self.compiler_options,
         self.microbatches["eval.microbatches"],
         0.0 if self._saved_k("eval.microbatches") else self.memory_budget())
 
@@ -101,7 +95,7 @@ class Run:
     before any step (the model's arrays are the state's until the first step donates it)."""
     if self._summary is None:
       self._summary = model_summary.summarize(self.config, self.corpus.vocab.size,
-                                              model=self.model, mesh=self.mesh)
+                                              parts=self.parts)
     return self._summary
 
   def resolved_now(self) -> dict:
@@ -187,13 +181,9 @@ class Run:
 
   def compile_train_step(self):
     """The compiled train step and its micro-batch count, before step 1."""
-    c, d = self.config, self.config.data
-    lr, _ = optimizer.schedules(c.optim, c.train.steps)
-    make_step = lambda k: loop.make_train_step(self.graphdef_train, self.rest, self.tx, lr,
-                                               c.seed + 1, k)
-    key, shape = "train.microbatches", (d.batch_size, d.seq_len)
+    key, shape = "train.microbatches", self.parts.shape
     compiled, k = loop.compile_fitting_step(
-        make_step, self.state, shape, self.mesh, self.microbatches[key],
+        self.parts.make_step, self.state, shape, self.mesh, self.microbatches[key],
         0.0 if self._saved_k(key) else self.memory_budget(), self.compiler_options)
     self.check_fits(key, k, memory.step_bytes(compiled), shape)
     self.microbatches[key] = k
