@@ -21,7 +21,8 @@ runtime's dispatch, the tracer's own cost) belongs to no op; the wall time with 
 trace is written beside it. Ops may also run at once on several threads. XProf's op_profile
 tool gives no per-op table for CPU traces (its op stats come from device planes, which a CPU
 trace has none of), hence this script.
-Writes JSON (default benchmarks/results/profile/shares.json).
+Writes JSON (default benchmarks/results/profile/shares.json) and, beside it (.md), the --top ops
+by time as a table: each op's opcode, scope, runs and ms a step.
 """
 
 from __future__ import annotations
@@ -142,13 +143,16 @@ def op_events(xplane: pathlib.Path, module: str) -> list[tuple[str, float]]:
   return events
 
 
-def measure(spec: str, steps: int, warmup: int, trace_dir: pathlib.Path) -> dict:
+def measure(spec: str, steps: int, warmup: int, trace_dir: pathlib.Path, batch: int = 0,
+            seq: int = 0, top: int = 25) -> dict:
   path, colon, variant = spec.partition(":")
   if not pathlib.Path(path).is_file() and (REPO / path).is_file():
     path = str(REPO / path)  # Relative to the repository, from any directory.
   c = config_lib.load(f"{path}{colon}{variant}")
   c.model.dtype = "float32"
   c.mesh.data = 1
+  c.data.batch_size = batch or c.data.batch_size
+  c.data.seq_len = seq or c.data.seq_len
   p = bench.train_parts(c)
   k = c.train.microbatches or 1
   compiled = loop.compile_train_step(p.make_step(k), p.state, p.shape, p.mesh,
@@ -178,8 +182,11 @@ def measure(spec: str, steps: int, warmup: int, trace_dir: pathlib.Path) -> dict
     wall = (time.perf_counter() - start) / steps
   events = op_events(profile.trace_files(trace_dir)[-1], module)
   per = collections.defaultdict(lambda: collections.Counter())
+  by_op, runs = collections.Counter(), collections.Counter()
   unknown = 0.0
   for op, seconds in events:
+    by_op[op] += seconds
+    runs[op] += 1
     if op not in scopes:
       unknown += seconds
       continue
@@ -204,7 +211,31 @@ def measure(spec: str, steps: int, warmup: int, trace_dir: pathlib.Path) -> dict
       "op_ms_per_step": 1e3 * total / steps,
       "op_events": len(events), "ops_not_in_hlo_share": unknown / total if total else None,
       "shares": shares, "shares_by_kind": dict(groups.most_common()),
+      "top_ops": [dict(op=op, opcode=scopes.get(op, ("?",))[0],
+                       scope=scopes.get(op, (None, "not in the HLO"))[1],
+                       direction=scopes.get(op, (None, None, None))[2],
+                       runs_per_step=runs[op] / steps, ms_per_step=1e3 * t / steps,
+                       share=t / total)
+                  for op, t in by_op.most_common(top)],
   }
+
+
+def top_ops_text(report: dict) -> str:
+  """The top ops by time as a Markdown table (committed beside the JSON)."""
+  lines = [f"Top HLO ops by time of one train step: {report['config']} ({report['model']}, "
+           f"{report['params']:,} parameters, batch {report['shape'][0]} x {report['shape'][1]}, "
+           f"{report['dtype']}, scan {report['scan_method']}), {report['steps_traced']} traced "
+           f"steps on {report['machine']['cpu_model']} ({report['machine']['cpu_cores']} cores), "
+           f"jax {report['machine']['jax']}. Op time {report['op_ms_per_step']:.1f} ms a step "
+           f"of {report['wall_ms_per_step_untraced']:.1f} ms wall (untraced), "
+           f"{report['op_events'] / report['steps_traced']:,.0f} op events a step.",
+           f"Command: `{report['command']}`.", "",
+           "| op | opcode | scope | direction | runs/step | ms/step | share of op time |",
+           "| --- | --- | --- | --- | ---: | ---: | ---: |"]
+  lines += [f"| {r['op']} | {r['opcode']} | {r['scope']} | {r['direction'] or ''} | "
+            f"{r['runs_per_step']:,.0f} | {r['ms_per_step']:.2f} | {100 * r['share']:.1f}% |"
+            for r in report["top_ops"]]
+  return "\n".join(lines) + "\n"
 
 
 def main(argv=None):
@@ -213,15 +244,20 @@ def main(argv=None):
                  help="config file[:variant], relative to the repository or absolute")
   a.add_argument("--steps", type=int, default=3)
   a.add_argument("--warmup", type=int, default=2)
+  a.add_argument("--batch", type=int, default=0, help="data.batch_size (0: the config's)")
+  a.add_argument("--seq", type=int, default=0, help="data.seq_len (0: the config's)")
+  a.add_argument("--top", type=int, default=25, help="ops in top_ops and the .md table")
   a.add_argument("--out", type=pathlib.Path,
                  default=REPO / "benchmarks" / "results" / "profile" / "shares.json")
   a.add_argument("--trace_dir", type=pathlib.Path, default=None,
                  help="keep the trace here (default: a temporary folder, removed)")
   args = a.parse_args(argv)
-  if args.steps < 1 or args.warmup < 0:
-    a.error("--steps must be >= 1 and --warmup >= 0")
+  if args.steps < 1 or args.warmup < 0 or args.batch < 0 or args.seq < 0 or args.top < 1:
+    a.error(f"--steps {args.steps} --warmup {args.warmup} --batch {args.batch} --seq "
+            f"{args.seq} --top {args.top}: steps and top must be >= 1, the others >= 0")
   with tempfile.TemporaryDirectory() as tmp:
-    report = measure(args.config, args.steps, args.warmup, args.trace_dir or pathlib.Path(tmp))
+    report = measure(args.config, args.steps, args.warmup, args.trace_dir or pathlib.Path(tmp),
+                     args.batch, args.seq, args.top)
   info = pathlib.Path("/proc/cpuinfo")
   cpu = next((x.split(":", 1)[1].strip() for x in (info.read_text().splitlines() if
               info.exists() else []) if x.startswith("model name")), platform.processor())
@@ -234,9 +270,10 @@ def main(argv=None):
       "method": __doc__.split("\n\n", 2)[2].strip()}
   args.out.parent.mkdir(parents=True, exist_ok=True)
   args.out.write_text(json.dumps(report, indent=1) + "\n")
+  args.out.with_suffix(".md").write_text(top_ops_text(report))
   for scope, row in report["shares"].items():
     print(f"{scope:24s} {100 * row['share']:5.1f}%  {row['ms_per_step']:8.2f} ms/step")
-  print(f"wrote {args.out}")
+  print(f"wrote {args.out} and {args.out.with_suffix('.md')}")
 
 
 if __name__ == "__main__":

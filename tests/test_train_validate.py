@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from inn_jax import data
-from inn_jax.train import loop, runner, validate
+from inn_jax.train import loop, runner, step, validate
 from tests import tiny as testing
 
 
@@ -92,7 +92,7 @@ def test_length_longer_than_a_split_fails_before_compiling(tmp_path, monkeypatch
     raise AssertionError("compiled before the lengths were checked")
 
   monkeypatch.setattr(loop, "compile_train_step", no_compile)
-  monkeypatch.setattr(runner, "build_model", no_compile)
+  monkeypatch.setattr(step, "build", no_compile)  # Nor the model built.
   with pytest.raises(validate.ConfigError,
                      match=r"data.seq_len: 400 is longer than the valid split .*at most 299"):
     runner.Run(config)
