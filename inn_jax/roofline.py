@@ -397,18 +397,13 @@ METHOD = (
 # --- the train step ------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
 def _capability_of(device: dict):
-  """The Pallas scan picks its backend (Mosaic, Triton) from the default GPU's compute
-  capability (pallas_scan._capability); while tracing for `device` it sees that device's, so the
-  jaxpr holds the kernels that device would run, not the CPU's interpret-mode default."""
+  """The Pallas scan picks its backend (Mosaic, Triton) from the GPU's compute capability; while
+  tracing for `device` it sees that device's (pallas_scan.traced_for), so the jaxpr holds the
+  kernels that device would run, not the CPU's interpret-mode default."""
   from inn_jax.ops import pallas_scan
-  original = pallas_scan._capability
-  pallas_scan._capability = lambda: device.get("compute_capability")
-  try:
-    yield
-  finally:
-    pallas_scan._capability = original
+  capability = device.get("compute_capability")
+  return contextlib.nullcontext() if capability is None else pallas_scan.traced_for(capability)
 
 
 def trace_train_step(config, vocab_size: int, device: dict | None = None, parts=None):

@@ -306,3 +306,11 @@ def test_the_package_names_its_modules_and_imports_them_on_use():
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
   assert out.returncode == 0, out.stderr
   assert out.stdout.strip() == "module 'inn_jax' has no attribute 'no_such_module'"
+
+
+def test_every_module_of_the_package_is_reachable_from_it():
+  """A module added to the package is named in its library or its tools (inn_jax.X works)."""
+  import pkgutil
+  import inn_jax
+  modules = {m.name for m in pkgutil.iter_modules(inn_jax.__path__)}
+  assert modules == set(inn_jax._LIBRARY) | set(inn_jax._TOOLS)

@@ -23,6 +23,7 @@ dA, dD and d(delta_bias) over R, outside the kernels.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
@@ -59,7 +60,24 @@ class _Cfg:
   tile: int = 0                # Mosaic: steps per forward tile (a multiple of chunk).
 
 
+_TRACED_FOR: list[float] = []  # traced_for's capability while its block runs (innermost last).
+
+
+@contextlib.contextmanager
+def traced_for(capability: float):
+  """Within the block, the kernels are chosen (and lowered) as for a GPU of this compute
+  capability, whatever the default device: for tracing what another device would run
+  (inn_jax.roofline). Nothing inside may run the kernels, except in interpret mode."""
+  _TRACED_FOR.append(float(capability))
+  try:
+    yield
+  finally:
+    _TRACED_FOR.pop()
+
+
 def _capability() -> float | None:
+  if _TRACED_FOR:
+    return _TRACED_FOR[-1]
   if jax.default_backend() != "gpu":
     return None
   try:
