@@ -49,13 +49,7 @@ import numpy as np  # noqa: E402
 from inn_jax.ops import pallas_scan, scan  # noqa: E402
 
 METHODS = ("pallas_mosaic", "pallas_triton", "chunked", "associative", "sequential")
-# Per device kind (first substring match, most specific first), from the vendors' data sheets:
-# HBM bytes/s, SMs, boost clock (Hz). The exp rate is SFU throughput: 16 a clock per SM.
-DEVICES = [("H200", dict(hbm=4.8e12, sms=132, clock=1.98e9)),
-           ("H100 PCIe", dict(hbm=2.0e12, sms=114, clock=1.755e9)),
-           ("H100", dict(hbm=3.35e12, sms=132, clock=1.98e9)),
-           ("A100-SXM4-40GB", dict(hbm=1.555e12, sms=108, clock=1.41e9)),
-           ("A100", dict(hbm=2.039e12, sms=108, clock=1.41e9))]
+# The exp rate is SFU throughput: 16 a clock per SM (the SMs and clock: inn_jax.roofline.DEVICES).
 EXPS_PER_CLOCK_PER_SM = 16
 # (name, rows, neurons, length, channels, state): neurons > 1 means per-neuron parameters (the
 # default INN's memory: batch 16 x 32 neurons of 16 channels); the paper code's is the batch 16
@@ -84,13 +78,13 @@ PALLAS_VARIANTS = [
     ("pallas_triton", dict(chunk=32, block=(32, 16), num_warps=(4, 2))),
     ("pallas_triton", dict(block=(128, 64), num_warps=(8, 4))),
     ("pallas_triton", dict(block=(32, 16), num_warps=(2, 2)))]
-VOCAB = 27  # text8's characters.
 BATCH, LENGTH = 16, 256
 
 
 def device_table(kind: str) -> dict | None:
-  """The DEVICES entry for a device kind (None: not in the table)."""
-  return next((dict(v, name=k) for k, v in DEVICES if k in kind), None)
+  """inn_jax.roofline's DEVICES entry for a jax device kind (None: not in the table)."""
+  from inn_jax import roofline
+  return roofline.device_of_kind(kind)
 
 
 def scan_inputs(rows, neurons, length, width, state, dtype, key):
@@ -194,7 +188,6 @@ def model_tokens_per_s(form, method, dtype, tiny, reps):
   from inn_jax import bench
   from inn_jax.models import count_params
   from inn_jax.train import loop
-  from inn_jax.train import mesh as mesh_lib
   batch, length = (2, 16) if tiny else (BATCH, LENGTH)
   c = bench.job_config("inn", "paper", batch, length, jnp.dtype(dtype).name, method,
                        microbatches=1, inn_form="paper" if form == "paper_form" else "default")
@@ -204,9 +197,7 @@ def model_tokens_per_s(form, method, dtype, tiny, reps):
   p = bench.train_parts(c)
   compiled = loop.compile_train_step(p.make_step(1), p.state, p.shape, p.mesh,
                                      p.compiler_options)
-  rows = mesh_lib.batch_sharding(p.mesh)
-  tokens = np.random.default_rng(0).integers(0, VOCAB, (batch, length + 1)).astype(np.int32)
-  x_BL, y_BL = (mesh_lib.global_batch(t, rows) for t in (tokens[:, :-1], tokens[:, 1:]))
+  x_BL, y_BL = p.random_batch()
   state = [p.state]
 
   def step():  # The state is donated: each call steps from the last one's.

@@ -49,7 +49,6 @@ from inn_jax import bench  # noqa: E402
 from inn_jax.ops import scan  # noqa: E402
 from inn_jax.train import config as config_lib  # noqa: E402
 from inn_jax.train import loop, profile  # noqa: E402
-from inn_jax.train import mesh as mesh_lib  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 _INSTRUCTION = re.compile(r"\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*.*?\s([\w\-]+)\((.*)$")
@@ -160,10 +159,7 @@ def measure(spec: str, steps: int, warmup: int, trace_dir: pathlib.Path, batch: 
   hlo = compiled.as_text()
   module = re.match(r"HloModule\s+([\w.\-]+)", hlo).group(1)
   scopes = hlo_scopes(hlo)
-  rows = mesh_lib.batch_sharding(p.mesh)
-  tokens = np.random.default_rng(0).integers(0, bench.VOCAB, (p.shape[0], p.shape[1] + 1))
-  x, y = (mesh_lib.global_batch(t.astype(np.int32), rows) for t in (tokens[:, :-1],
-                                                                      tokens[:, 1:]))
+  x, y = p.random_batch()
   state = p.state
   with jax.set_mesh(p.mesh):
     for _ in range(warmup):

@@ -136,14 +136,16 @@ def job_config(kind: str, size: str, batch: int, seq: int, dtype: str = "float32
 def train_parts(c):
   """What runner.Run builds before compiling the train step (inn_jax.train.step.build), for
   config `c`: the model (params seed 0, dropout seed 1), its eval split, the initial state laid
-  out on the mesh, and make_step(k), the train step with k micro-batches."""
+  out on the mesh, make_step(k), the train step with k micro-batches, and random_batch(seed),
+  a placed batch of random tokens (x_BL, y_BL)."""
   import jax
   from inn_jax.train import step, validate
   validate.check_config(c, jax.device_count())
   p = step.build(c, VOCAB)
   return types.SimpleNamespace(
       model=p.model, mesh=p.mesh, state=p.placed_state(), make_step=p.make_step,
-      forward=p.forward, shape=p.shape, compiler_options=c.compiler_options.to_dict() or None)
+      forward=p.forward, shape=p.shape, compiler_options=c.compiler_options.to_dict() or None,
+      random_batch=lambda seed=0: p.random_batch(VOCAB, seed))
 
 
 def shape_text(batch: int, seq: int, k: int) -> str:
@@ -163,7 +165,6 @@ def measure_model(kind, size, batch, seq, dtype="float32", scan_method="auto", w
                   steps=2, microbatches=0, remat=None, inn_form="paper") -> dict:
   """Train step and forward figures of one model (run it in a fresh process: see module doc)."""
   import jax
-  import numpy as np
   from inn_jax.models import count_params
   from inn_jax.ops import scan
   from inn_jax.train import loop, memory
@@ -183,8 +184,7 @@ def measure_model(kind, size, batch, seq, dtype="float32", scan_method="auto", w
                                           c.train.microbatches, limit, p.compiler_options)
   compile_s = time.perf_counter() - start
   rows = mesh_lib.batch_sharding(p.mesh)
-  tokens = np.random.default_rng(0).integers(0, VOCAB, (batch, seq + 1)).astype(np.int32)
-  x, y = (mesh_lib.global_batch(t, rows) for t in (tokens[:, :-1], tokens[:, 1:]))
+  x, y = p.random_batch()
   with jax.set_mesh(p.mesh):
     step_s, step_times, (state, _) = _median_step(compiled, (p.state, x, y), warmup, steps)
     params = state["params"]  # The step donated the state the model was split into.

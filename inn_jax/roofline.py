@@ -54,35 +54,42 @@ import numpy as np
 # default precision on), "float32_highest" an f32 matmul at Precision.HIGHEST, which cuBLAS runs
 # in full f32 on the CUDA cores: the vector peak. vector: non-tensor-core f32 FLOP/s, the rate
 # of elementwise work (bf16 elementwise runs at about the same rate: XLA computes it in f32).
-# compute_capability: what the Pallas scan picks its kernel backend by while tracing.
+# compute_capability: what the Pallas scan picks its kernel backend by while tracing. sms, clock:
+# streaming multiprocessors and boost clock (Hz), for rates per SM (benchmarks/gpu_scan.py's
+# exp floor: 16 exps a clock per SM).
 DEVICES = {
     # NVIDIA H200 datasheet (SXM): 989 TFLOPS BF16 and 494 TF32 dense (1,979 / 989 with
     # sparsity), 67 TFLOPS FP32, 4.8 TB/s HBM3e. The same SM array as the H100 SXM.
     "H200": dict(matmul={"bfloat16": 989e12, "float16": 989e12, "float32": 494e12,
                          "float32_highest": 67e12},
-                 vector=67e12, hbm=4.8e12, compute_capability=9.0,
+                 vector=67e12, hbm=4.8e12, compute_capability=9.0, sms=132, clock=1.98e9,
                  source="NVIDIA H200 datasheet (SXM), dense"),
     # NVIDIA H100 datasheet, SXM5 80 GB: 989 BF16 / 494 TF32 dense, 67 FP32, 3.35 TB/s HBM3.
     "H100": dict(matmul={"bfloat16": 989e12, "float16": 989e12, "float32": 494e12,
                          "float32_highest": 67e12},
-                 vector=67e12, hbm=3.35e12, compute_capability=9.0,
+                 vector=67e12, hbm=3.35e12, compute_capability=9.0, sms=132, clock=1.98e9,
                  source="NVIDIA H100 datasheet (SXM5 80GB), dense"),
     # NVIDIA H100 datasheet, PCIe 80 GB: 756 BF16 / 378 TF32 dense, 51 FP32, 2.0 TB/s HBM2e.
     "H100-PCIe": dict(matmul={"bfloat16": 756e12, "float16": 756e12, "float32": 378e12,
                               "float32_highest": 51e12},
-                      vector=51e12, hbm=2.0e12, compute_capability=9.0,
+                      vector=51e12, hbm=2.0e12, compute_capability=9.0, sms=114, clock=1.755e9,
                       source="NVIDIA H100 datasheet (PCIe 80GB), dense"),
     # NVIDIA A100 datasheet, SXM4 80 GB: 312 BF16 / 156 TF32 dense, 19.5 FP32, 2,039 GB/s HBM2e.
     "A100": dict(matmul={"bfloat16": 312e12, "float16": 312e12, "float32": 156e12,
                          "float32_highest": 19.5e12},
-                 vector=19.5e12, hbm=2.039e12, compute_capability=8.0,
+                 vector=19.5e12, hbm=2.039e12, compute_capability=8.0, sms=108, clock=1.41e9,
                  source="NVIDIA A100 datasheet (SXM4 80GB), dense"),
     # The same, SXM4 40 GB: the compute of the 80 GB part, 1,555 GB/s HBM2.
     "A100-SXM4-40GB": dict(matmul={"bfloat16": 312e12, "float16": 312e12, "float32": 156e12,
                                    "float32_highest": 19.5e12},
-                           vector=19.5e12, hbm=1.555e12, compute_capability=8.0,
+                           vector=19.5e12, hbm=1.555e12, compute_capability=8.0, sms=108,
+                           clock=1.41e9,
                            source="NVIDIA A100 datasheet (SXM4 40GB), dense"),
 }
+# jax's device_kind -> the DEVICES entry: the first substring that matches, most specific first
+# ("NVIDIA H100 PCIe" is the PCIe part, "NVIDIA H100 80GB HBM3" the SXM5 one).
+KINDS = (("H200", "H200"), ("H100 PCIe", "H100-PCIe"), ("H100", "H100"),
+         ("A100-SXM4-40GB", "A100-SXM4-40GB"), ("A100", "A100"))
 # --device cpu: rates from --peak_gflops (matmul), --vector_gflops (default: the same) and
 # --bandwidth_gbs.
 CPU = "cpu"
@@ -463,6 +470,13 @@ def _sorted(counter, top: int | None = None) -> dict:
 
 
 # --- the command line -----------------------------------------------------------------------
+
+
+def device_of_kind(kind: str) -> dict | None:
+  """The DEVICES entry (with its "name") of a jax device_kind such as "NVIDIA H100 80GB HBM3";
+  None for a device the table lacks."""
+  key = next((k for sub, k in KINDS if sub in kind), None)
+  return None if key is None else dict(name=key, **DEVICES[key])
 
 
 def _own_flags(argv) -> tuple[dict, list[str]]:

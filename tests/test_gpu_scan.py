@@ -20,7 +20,7 @@ def bench():
 
 
 @pytest.mark.parametrize("kind,name", [("NVIDIA H200", "H200"), ("NVIDIA H100 80GB HBM3", "H100"),
-                                       ("NVIDIA H100 PCIe", "H100 PCIe"),
+                                       ("NVIDIA H100 PCIe", "H100-PCIe"),
                                        ("NVIDIA A100-SXM4-80GB", "A100"),
                                        ("NVIDIA A100-SXM4-40GB", "A100-SXM4-40GB")])
 def test_device_table_picks_the_most_specific_entry(kind, name):

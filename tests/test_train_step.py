@@ -8,6 +8,7 @@ import pytest
 
 from inn_jax import bench
 from inn_jax.train import flops, loop, model_summary, runner, step
+from inn_jax.train import mesh as mesh_lib
 from tests.tiny import tiny_config
 
 
@@ -66,3 +67,23 @@ def test_a_built_step_trains_as_the_trainer_does(run_and_parts):
   (s1, m1), (s2, m2) = outs
   assert float(m1["loss"]) == float(m2["loss"]) and bool(m1["finite"])
   jax.tree.map(np.testing.assert_array_equal, s1["params"], s2["params"])
+
+
+def test_abstract_state_is_the_trainers_layout(run_and_parts):
+  """parts.abstract_state() (nothing allocated) has the shapes, dtypes and shardings of the
+  trainer's placed state: what a checkpoint restores into."""
+  _, r, parts = run_and_parts
+  want, got = r.abstract_state(), parts.abstract_state()
+  assert jax.tree.structure(got) == jax.tree.structure(want)
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    assert isinstance(a, jax.ShapeDtypeStruct) and (a.shape, a.dtype) == (b.shape, b.dtype)
+    assert a.sharding.is_equivalent_to(b.sharding, len(a.shape))
+
+
+def test_random_batch_is_placed_as_the_trainer_places_rows(run_and_parts):
+  _, _, parts = run_and_parts
+  x_BL, y_BL = parts.random_batch(vocab_size=7, seed=3)
+  assert x_BL.shape == y_BL.shape == parts.shape
+  assert x_BL.sharding.is_equivalent_to(mesh_lib.batch_sharding(parts.mesh), 2)
+  np.testing.assert_array_equal(np.asarray(x_BL)[:, 1:], np.asarray(y_BL)[:, :-1])
+  assert 0 <= int(np.min(x_BL)) and int(np.max(x_BL)) < 7

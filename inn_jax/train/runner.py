@@ -34,12 +34,6 @@ def init_distributed(cfg):
   jax.distributed.initialize(**kw)
 
 
-def _put(tree, shardings):
-  if jax.process_count() == 1:
-    return jax.device_put(tree, shardings)
-  return jax.tree.map(lambda x, s: mesh_lib.global_batch(np.asarray(x), s), tree, shardings)
-
-
 class Run:
   """Everything built from a checked config: corpus, mesh, model halves, optimiser, checkpoints.
 
@@ -67,6 +61,7 @@ class Run:
     self.corpus = corpus if corpus is not None else data.load_corpus(config.data)
     validate.check_corpus(config, self.corpus)
     self.corpus_sha256 = workdir_lib.corpus_sha256(self.corpus)
+    self.corpus_record = workdir_lib.corpus_record(self.corpus, self.corpus_sha256)
     if has_checkpoints:
       self.workdir.check_vocab(self.corpus.vocab)
     saved_sha = self.resolved.get(workdir_lib.CORPUS_KEY)
@@ -80,7 +75,7 @@ class Run:
     self.layout_sha256 = workdir_lib.layout_sha256(state)
     self._check_layout()
     self.shardings = mesh_lib.state_shardings(state, self.mesh)
-    self.state = _put(state, self.shardings)
+    self.state = step_lib.place(state, self.shardings)
     self.compiler_options = config.compiler_options.to_dict() or None
     self.microbatches = {key: self._microbatches(key, batch_key)
                          for key, batch_key in (("train.microbatches", "batch_size"),
@@ -176,8 +171,8 @@ class Run:
     return budget
 
   def abstract_state(self):
-    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                        self.state, self.shardings)
+    """The state's shapes and shardings (what a checkpoint restores into)."""
+    return step_lib.abstract(self.state, self.shardings)
 
   def compile_train_step(self):
     """The compiled train step and its micro-batch count, before step 1."""
@@ -207,7 +202,7 @@ class Run:
       return
     self.workdir.write(self.config, self.corpus.vocab, {
         **self.microbatches, workdir_lib.CORPUS_KEY: self.corpus_sha256,
-        "state_layout_sha256": self.layout_sha256})
+        workdir_lib.CORPUS_RECORD: self.corpus_record, "state_layout_sha256": self.layout_sha256})
 
   def score(self, params, split: str, *, carry: bool = False, max_windows: int = 0) -> dict:
     d = self.config.data
@@ -235,7 +230,8 @@ class Run:
         "tokens_per_s": meta["tokens_seen"] / meta["train_time"] if meta["train_time"] else None,
         "device_kind": devices[0].device_kind, "device_count": len(devices),
         "process_count": jax.process_count(), "level": self.corpus.level,
-        "dataset": self.config.data.name, "workdir": str(self.checkpoints.workdir),
+        "dataset": self.config.data.name, workdir_lib.CORPUS_RECORD: self.corpus_record,
+        "workdir": str(self.checkpoints.workdir),
         "scan_method": scan_method(self.config.model),
         "microbatches": {k.split(".")[0]: v for k, v in self.microbatches.items()},
         "flops_per_token": self.model_summary()["flops_per_token"],  # Matmuls: train/flops.py.

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 
 import jax
+import numpy as np
 from flax import nnx
 
 from inn_jax.models import build_model
@@ -59,13 +60,36 @@ class TrainParts:
   def abstract_state(self) -> dict:
     """The state as jax.ShapeDtypeStructs with the trainer's shardings: nothing allocated."""
     state = jax.eval_shape(lambda p: loop.init_state(p, self.tx), self.params)
-    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                        state, mesh_lib.state_shardings(state, self.mesh))
+    return abstract(state, mesh_lib.state_shardings(state, self.mesh))
 
   def placed_state(self, state: dict | None = None) -> dict:
     """`state` (default: init_state()) laid out on the mesh by mesh.state_shardings."""
     state = self.init_state() if state is None else state
-    return jax.device_put(state, mesh_lib.state_shardings(state, self.mesh))
+    return place(state, mesh_lib.state_shardings(state, self.mesh))
+
+  def random_batch(self, vocab_size: int, seed: int = 0):
+    """(x_BL, y_BL): uniform random token ids of the train batch's shape, laid out as the
+    trainer lays out a batch (rows over the data axes): what benchmarks time a step on."""
+    tokens = np.random.default_rng(seed).integers(0, vocab_size, (self.shape[0],
+                                                                  self.shape[1] + 1))
+    rows = mesh_lib.batch_sharding(self.mesh)
+    return tuple(mesh_lib.global_batch(t.astype(np.int32), rows)
+                 for t in (tokens[:, :-1], tokens[:, 1:]))
+
+
+def place(tree, shardings):
+  """`tree` of host arrays laid out by `shardings`; with several processes each one passes the
+  whole (identical) tree and places its own shards (mesh.global_batch)."""
+  if jax.process_count() == 1:
+    return jax.device_put(tree, shardings)
+  return jax.tree.map(lambda x, s: mesh_lib.global_batch(np.asarray(x), s), tree, shardings)
+
+
+def abstract(tree, shardings):
+  """`tree`'s shapes and dtypes with `shardings`, as jax.ShapeDtypeStructs (what a checkpoint
+  restores into)."""
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                      tree, shardings)
 
 
 def build(config, vocab_size: int, *, model: nnx.Module | None = None,
