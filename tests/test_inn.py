@@ -12,7 +12,8 @@ import optax
 import pytest
 from flax import nnx
 
-from inn_jax.models import INN, count_params
+from inn_jax.models import INN, INNConfig, count_params
+from inn_jax.nn import Communication, CommunicationConfig
 from tests.build import make
 
 TINY = dict(d_model=32, n_layers=2, n_neurons=8, n_heads=4, d_state=4, scan_chunk=4)
@@ -178,14 +179,16 @@ def test_static_communication_sends_everyone_the_same_message():
 
 
 def numpy_attention(x_ND, w_in, b_in, w_out, b_out, heads):
-  """Softmax attention over one token's N neurons, in float64."""
-  n, d = x_ND.shape
-  q, k, v = (a.reshape(n, heads, d // heads).transpose(1, 0, 2)
+  """Softmax attention over one token's N neurons, in float64; each head as wide as the
+  in-projection gives (3 x heads x K outputs)."""
+  n = x_ND.shape[0]
+  width = w_in.shape[1] // (3 * heads)
+  q, k, v = (a.reshape(n, heads, width).transpose(1, 0, 2)
              for a in np.split(x_ND @ w_in + b_in, 3, axis=-1))
-  s = q @ k.transpose(0, 2, 1) / math.sqrt(d // heads)
+  s = q @ k.transpose(0, 2, 1) / math.sqrt(width)
   p = np.exp(s - s.max(-1, keepdims=True))
   p /= p.sum(-1, keepdims=True)
-  return (p @ v).transpose(1, 0, 2).reshape(n, d) @ w_out + b_out, p
+  return (p @ v).transpose(1, 0, 2).reshape(n, heads * width) @ w_out + b_out, p
 
 
 def test_vmapped_attention_matches_a_numpy_loop_over_batch_and_time():
@@ -204,6 +207,45 @@ def test_vmapped_attention_matches_a_numpy_loop_over_batch_and_time():
       want, p_HNN = numpy_attention(x[b, :, t], *w, heads=4)
       np.testing.assert_allclose(got[b, :, t], want, rtol=1e-4, atol=1e-5)
       np.testing.assert_allclose(weights_THNN[b * 3 + t], p_HNN, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("head_dim", [3, 16])
+def test_a_fixed_head_width_attends_as_a_numpy_loop(head_dim):
+  """communication.head_dim: queries, keys and values H x K wide whatever the neurons' width
+  (here 2-wide neurons, 2 heads of 3 or 16), the output projected back to the neuron."""
+  comm_cfg = CommunicationConfig(n_heads=2, head_dim=head_dim, dropout=0.0)
+  comm = Communication(2, comm_cfg, rngs=nnx.Rngs(0))
+  assert comm.in_proj.kernel.shape == (2, 3 * 2 * head_dim)
+  assert comm.out_proj.kernel.shape == (2 * head_dim, 2)
+  x = np.asarray(jax.random.normal(jax.random.key(0), (2, 5, 3, 2)), np.float64)
+  w = [np.asarray(a, np.float64) for a in (comm.in_proj.kernel[...], comm.in_proj.bias[...],
+                                           comm.out_proj.kernel[...], comm.out_proj.bias[...])]
+  got = np.asarray(comm(jnp.asarray(x, jnp.float32)))
+  for b in range(2):
+    for t in range(3):
+      want, _ = numpy_attention(x[b, :, t], *w, heads=2)
+      np.testing.assert_allclose(got[b, :, t], want, rtol=1e-4, atol=1e-5)
+
+
+def test_head_dim_of_the_default_width_is_the_default_model():
+  """head_dim = width / n_heads builds the same parameters and outputs as head_dim None."""
+  x = jnp.asarray(np.random.default_rng(0).integers(0, 27, (2, 7)), jnp.int32)
+  outs = []
+  for head_dim in (None, 32 // 4):
+    model = make("inn", 27, **TINY, head_dim=head_dim, rngs=nnx.Rngs(0))
+    outs.append((count_params(model), np.asarray(model(x))))
+  assert outs[0][0] == outs[1][0]
+  np.testing.assert_array_equal(outs[0][1], outs[1][1])
+
+
+def test_head_dim_is_refused_where_it_means_nothing():
+  with pytest.raises(ValueError, match="head_dim=4 has no heads to size"):
+    CommunicationConfig(kind="static", head_dim=4)
+  with pytest.raises(ValueError, match="head_dim"):
+    CommunicationConfig(head_dim=0)
+  with pytest.raises(ValueError, match="communication.n_heads=3 must divide"):
+    INNConfig(d_model=8, n_neurons=2, communication=CommunicationConfig(n_heads=3))
+  INNConfig(d_model=8, n_neurons=2, communication=CommunicationConfig(n_heads=3, head_dim=4))
 
 
 def test_attention_dropout_masks_each_token_on_its_own():

@@ -31,9 +31,10 @@ def numpy_workspace(ws, x_BNLD):
       p(ws.neuron_kv), p(ws.neuron_q), p(ws.slot_kv), p(ws.out_proj))
   q_slots = np.asarray(ws.slot_queries[...], np.float64)
   x = np.asarray(x_BNLD, np.float64)
-  batch, n, length, d = x.shape
-  h, k, m = ws.n_heads, d // ws.n_heads, ws.slots
-  out = np.zeros_like(x)
+  batch, n, length, _ = x.shape
+  h, k, m = ws.n_heads, ws.head_dim, ws.slots
+  d = h * k  # The slots' and messages' width (the neurons' unless head_dim is given).
+  out = np.zeros((batch, n, length, w_o.shape[1]))
   writes = np.zeros((batch, length, m, h, n))  # Slot s's weight on neuron n.
   reads = np.zeros((batch, n, length, h, m))  # Neuron n's weight on slot s.
   for b in range(batch):
@@ -75,6 +76,16 @@ def test_workspace_equals_a_numpy_loop():
   got = {k[-1]: v.get_value()[0] for k, v in nnx.to_flat_state(sown)}
   np.testing.assert_allclose(got["write_BLmHN"], writes, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(got["read_BNLHm"], reads, rtol=1e-5, atol=1e-6)
+
+
+def test_a_workspace_with_a_fixed_head_width_equals_the_numpy_loop():
+  """head_dim: slots, queries, keys and values 2 x 5 wide for 3-wide neurons."""
+  ws = Workspace(3, slots=4, n_heads=2, head_dim=5, dropout=0.0, dtype=jnp.float32,
+                 rngs=nnx.Rngs(0))
+  assert ws.slot_queries.shape == (4, 10) and ws.out_proj.kernel.shape == (10, 3)
+  x = jax.random.normal(jax.random.key(2), (2, 6, 3, 3))
+  want, _, _ = numpy_workspace(ws, x)
+  np.testing.assert_allclose(ws(x), want, rtol=1e-4, atol=1e-5)
 
 
 def config(kind, n=8, width=8, layers=2, dropout=0.0, heads=2):

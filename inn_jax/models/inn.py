@@ -106,7 +106,7 @@ class INNConfig(typed.Config):
       "scan_method": ("memory", "scan_method"), "scan_chunk": ("memory", "scan_chunk"),
       "neuron_params": ("memory", "neuron_params"), "communication": ("communication", "kind"),
       "n_heads": ("communication", "n_heads"), "attn_dropout": ("communication", "dropout"),
-      "workspace_slots": ("communication", "slots")}
+      "workspace_slots": ("communication", "slots"), "head_dim": ("communication", "head_dim")}
 
   def __post_init__(self):
     # The memory's fields left None take the INN's form, not the paper code's shared Mamba.
@@ -119,7 +119,8 @@ class INNConfig(typed.Config):
                    n_neurons=self.n_neurons, remat_rows=self.remat_rows)
     if self.neuron_width is not None:
       typed.positive("INNConfig", neuron_width=self.neuron_width)
-    if self.communication.kind != "none" and self.width % self.communication.n_heads:
+    if (self.communication.kind != "none" and self.communication.head_dim is None
+        and self.width % self.communication.n_heads):
       width = ("d_model" if self.neuron_width is None else "neuron_width") + f"={self.width}"
       raise ValueError(f"INNConfig: communication.n_heads={self.communication.n_heads} must "
                        f"divide {width}.")
@@ -177,7 +178,7 @@ class NeuronLayer(nnx.Module):
     self.comm_norm = LayerNorm(d_model, population=narrow) if comm.kind != "none" else None
     if comm.kind == "workspace":
       self.comm = Workspace(d_model, slots=comm.slots, n_heads=comm.n_heads,
-                            dropout=comm.dropout, dtype=dtype, rngs=rngs)
+                            head_dim=comm.head_dim, dropout=comm.dropout, dtype=dtype, rngs=rngs)
     elif comm.kind != "none":
       self.comm = Communication(d_model, comm, dtype=dtype, rngs=rngs)
     else:

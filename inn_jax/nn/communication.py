@@ -36,15 +36,37 @@ class CommunicationConfig(typed.Config):
     n_heads: H, attention heads (must divide the neurons' width).
     dropout: dropout on the attention weights (PyTorch's nn.MultiheadAttention).
     slots: m, the workspace's slots (kind "workspace" only).
+    head_dim: K, each head's width (kinds "attention" and "workspace"). None: the neuron's width
+      over n_heads (the paper's, nn.MultiheadAttention's). Given, the queries, keys and values
+      are n_heads x head_dim wide whatever the neuron's width, and the output projection maps
+      them back: messages whose width does not shrink with the neuron (a 1-wide neuron's
+      attention otherwise scores with 1-dimensional queries and keys).
   """
   kind: CommunicationKind = "attention"
   n_heads: int = 4
   dropout: float = 0.1
   slots: int = 16
+  head_dim: int | None = None
 
   def check(self):
     typed.positive("CommunicationConfig", n_heads=self.n_heads, slots=self.slots)
     typed.rate("CommunicationConfig", dropout=self.dropout)
+    if self.head_dim is not None:
+      typed.positive("CommunicationConfig", head_dim=self.head_dim)
+      if self.kind == "static":
+        raise ValueError(f"CommunicationConfig: head_dim={self.head_dim} has no heads to size "
+                         "under kind='static' (its messages are the neurons' width); leave "
+                         "head_dim None.")
+
+  def heads(self, width: int) -> tuple[int, int]:
+    """(H, K): the heads and their width for neurons `width` wide; ValueError when n_heads
+    does not divide the width and no head_dim is given."""
+    if self.head_dim is not None:
+      return self.n_heads, self.head_dim
+    if width % self.n_heads:
+      raise ValueError(f"n_heads={self.n_heads} must divide the neurons' width {width} (or "
+                       "give communication.head_dim).")
+    return self.n_heads, width // self.n_heads
 
 
 def attend(q_nHK, kv_N2HK, keep_nHN=None):
@@ -88,18 +110,20 @@ class Communication(nnx.Module):
 
   def __init__(self, d_model: int, config: CommunicationConfig = CommunicationConfig(), *,
                dtype=jnp.float32, rngs: nnx.Rngs):
-    kind, n_heads, dropout = config.kind, config.n_heads, config.dropout
+    kind, dropout = config.kind, config.dropout
     if kind not in ("attention", "static"):
       raise ValueError(f"communication={kind!r}: Communication takes 'attention' or 'static' "
                        "('none' means the INN has no communication sub-layer, 'workspace' is "
                        "inn_jax.nn.workspace.Workspace).")
-    if d_model % n_heads:
-      raise ValueError(f"n_heads={n_heads} must divide d_model={d_model}.")
-    self.kind, self.n_heads, self.record = kind, n_heads, False
-    width = 3 * d_model if kind == "attention" else d_model
+    config.check()
+    self.n_heads, self.head_dim = config.heads(d_model)
+    self.kind, self.record = kind, False
+    inner = self.n_heads * self.head_dim  # d_model unless head_dim is given.
+    width = 3 * inner if kind == "attention" else d_model
     self.in_proj = nnx.Linear(d_model, width, dtype=dtype, rngs=rngs,
                               kernel_init=nnx.initializers.xavier_uniform())
-    self.out_proj = nnx.Linear(d_model, d_model, dtype=dtype, rngs=rngs,
+    self.out_proj = nnx.Linear(inner if kind == "attention" else d_model, d_model, dtype=dtype,
+                               rngs=rngs,
                                kernel_init=nnx.initializers.variance_scaling(
                                    1 / 3, "fan_in", "uniform"))
     self.dropout = dropout_layer(dropout, rngs)
@@ -110,7 +134,7 @@ class Communication(nnx.Module):
     if self.kind == "static":
       return self.out_proj(over_tokens(static)(self.in_proj(x_BNLD)))
     batch, n, length, width = x_BNLD.shape
-    heads = lambda a: a.reshape(batch, n, length, -1, self.n_heads, width // self.n_heads)
+    heads = lambda a: a.reshape(batch, n, length, -1, self.n_heads, self.head_dim)
     qkv = heads(self.in_proj(x_BNLD))  # (B, N, L, 3, H, K)
     keep_BNLHN = None
     off = self.dropout.deterministic if deterministic is None else deterministic
@@ -121,7 +145,7 @@ class Communication(nnx.Module):
     if self.record:  # For the connectivity analysis (Figure 3); off in training.
       w_THNN = jnp.moveaxis(w_BNLHN, 1, 3).reshape(batch * length, self.n_heads, n, n)
       self.sow(nnx.Intermediate, "attention_THNN", w_THNN)
-    return self.out_proj(o_BNLHK.reshape(batch, n, length, width))
+    return self.out_proj(o_BNLHK.reshape(batch, n, length, self.n_heads * self.head_dim))
 
 
 def _exchange(q_BNLHK, kv_BNL2HK, keep_BNLHN):

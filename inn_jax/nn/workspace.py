@@ -66,30 +66,35 @@ class Workspace(nnx.Module):
   Args:
     d_model: the neurons' width (D, or d_neuron for narrow neurons).
     slots: m.
-    n_heads: H (divides d_model).
+    n_heads: H (divides d_model unless head_dim is given).
+    head_dim: K, each head's width; None: d_model / H. Given, the slots, queries, keys and
+      values are H x K wide whatever the neurons' width.
     dropout: on the write and the read weights.
     dtype: compute dtype.
     rngs: "params" (and "dropout", or rngs= in the call, for training).
   """
 
   def __init__(self, d_model: int, *, slots: int, n_heads: int, dropout: float, dtype,
-               rngs: nnx.Rngs):
-    if d_model % n_heads:
-      raise ValueError(f"n_heads={n_heads} must divide d_model={d_model}.")
+               rngs: nnx.Rngs, head_dim: int | None = None):
+    if head_dim is None and d_model % n_heads:
+      raise ValueError(f"n_heads={n_heads} must divide d_model={d_model} (or give head_dim).")
     self.n_heads, self.slots, self.record = n_heads, slots, False
+    self.head_dim = d_model // n_heads if head_dim is None else head_dim
+    inner = n_heads * self.head_dim  # d_model unless head_dim is given.
     xavier = nnx.initializers.xavier_uniform()
-    self.slot_queries = nnx.Param(nnx.initializers.normal(1.0)(rngs.params(), (slots, d_model)))
-    self.neuron_kv = nnx.Linear(d_model, 2 * d_model, dtype=dtype, rngs=rngs, kernel_init=xavier)
-    self.neuron_q = nnx.Linear(d_model, d_model, dtype=dtype, rngs=rngs, kernel_init=xavier)
-    self.slot_kv = nnx.Linear(d_model, 2 * d_model, dtype=dtype, rngs=rngs, kernel_init=xavier)
-    self.out_proj = nnx.Linear(d_model, d_model, dtype=dtype, rngs=rngs,
+    self.slot_queries = nnx.Param(nnx.initializers.normal(1.0)(rngs.params(), (slots, inner)))
+    self.neuron_kv = nnx.Linear(d_model, 2 * inner, dtype=dtype, rngs=rngs, kernel_init=xavier)
+    self.neuron_q = nnx.Linear(d_model, inner, dtype=dtype, rngs=rngs, kernel_init=xavier)
+    self.slot_kv = nnx.Linear(inner, 2 * inner, dtype=dtype, rngs=rngs, kernel_init=xavier)
+    self.out_proj = nnx.Linear(inner, d_model, dtype=dtype, rngs=rngs,
                                kernel_init=nnx.initializers.variance_scaling(1 / 3, "fan_in",
                                                                              "uniform"))
     self.dropout = dropout_layer(dropout, rngs)
 
   def __call__(self, x_BNLD, *, deterministic: bool | None = None, rngs=None):
-    batch, n, length, width = x_BNLD.shape
-    h, k = self.n_heads, width // self.n_heads
+    batch, n, length, _ = x_BNLD.shape
+    h, k = self.n_heads, self.head_dim
+    width = h * k  # The slots' and messages' width.
     kv_BNL2HK = self.neuron_kv(x_BNLD).reshape(batch, n, length, 2, h, k)
     q_mHK = self.slot_queries[...].astype(x_BNLD.dtype).reshape(self.slots, h, k)
     off = self.dropout.deterministic if deterministic is None else deterministic
