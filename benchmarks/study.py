@@ -11,9 +11,13 @@ The study folder holds plan.py (committed before the first run; inn_jax/studies.
 data). When the first run starts, registration.json records the hash of the plan's data and of
 the rules' code (inn_jax/claims.py, inn_jax/stats.py) and the commit; later invocations refuse to
 train when either hash differs (a changed plan or rule is a new study: a new folder), and the
-report withholds the verdicts. Runs are refused on a checkout with uncommitted changes to the
-code or the plan (--allow_dirty for trials), so each run's provenance.json names the commit its
-numbers come from.
+report withholds the verdicts. The registration also records the corpus the plan's data keys
+load (its name, text sha256 and length, and the sha256 of its ids: inn_jax.train.workdir.
+corpus_record), and no run starts or resumes on another corpus (a different text is a new study);
+a study registered before that has corpus.json beside registration.json instead, written once by
+--record_corpus from what its runs recorded. Runs are refused on a checkout with uncommitted
+changes to the code or the plan (--allow_dirty for trials), so each run's provenance.json names
+the commit its numbers come from.
 
 Stages run in the plan's order. `sweep`: each model's seed-0 runs at the plan's rates; where the
 best valid BPC is at an end of the range, one more rate beyond it; then the seeds at the best
@@ -108,6 +112,7 @@ class Study:
                    else {})
     self.allow_dirty = allow_dirty
     self.trained = 0
+    self._corpus = None
     # Paths in the committed files: relative to the repository (or to the folder holding a
     # study kept elsewhere), never the machine's absolute ones.
     self.roots = [REPO] if folder.is_relative_to(REPO) else [folder.parent, REPO]
@@ -146,6 +151,48 @@ class Study:
       return None
     return json.loads((folder / "results.json").read_text())["valid_bpc"]
 
+  def corpus(self) -> dict:
+    """The corpus_record of the corpus the plan's runs would read here (loaded once)."""
+    if self._corpus is None:
+      from inn_jax import data
+      from inn_jax.train import config as config_lib
+      from inn_jax.train import workdir as workdir_lib
+      model = next(iter(self.plan["MODELS"]))
+      keys = {k: v for k, v in studies.overrides(self.plan, model, 1e-3, 0, 1).items()
+              if k.startswith("data.")}
+      config = pathlib.Path(self.plan["CONFIG"])
+      spec = f"{config if config.is_absolute() else REPO / config}:" \
+             f"{self.plan['MODELS'][model]['variant']}"
+      try:
+        cfg = config_lib.from_argv(["--config", spec, *(f"--config.{k}={v}"
+                                                         for k, v in keys.items())])
+        corpus = data.load_corpus(cfg.data)
+      except (ValueError, FileNotFoundError) as e:
+        raise StudyError(f"{self.folder.name}: the plan's corpus cannot be read: {e}") from None
+      self._corpus = workdir_lib.corpus_record(corpus)
+    return self._corpus
+
+  def check_corpus(self):
+    """Refuses a corpus other than the registered one (or a registered study without a corpus
+    record): a different text is a new study."""
+    name = self.plan["NAME"]
+    registered = studies.registered_corpus(self.folder)
+    if registered is None:
+      raise StudyError(
+          f"{name}: the study was registered without a record of its corpus (no corpus in "
+          f"{studies.REGISTRATION}, no {studies.CORPUS_FILE}); write it once from what its runs "
+          f"recorded: python benchmarks/study.py --study {self.folder} --record_corpus")
+    current = self.corpus()
+    diff = studies.corpus_differences(registered, current)
+    if diff:
+      where = ("the shipped inn_jax/data/pydoc.txt.xz and the inn_jax it came with"
+               if registered.get("name") == "pydoc" else "the registered data")
+      raise StudyError(
+          f"{name}: the corpus here is {studies.describe_corpus(current)}, but the study "
+          f"registered {studies.describe_corpus(registered)} (differs: {', '.join(diff)}); "
+          f"train on the registered corpus (restore {where}), or a different corpus is a new "
+          "study: copy plan.py to a new folder and run that.")
+
   def _start(self):
     """Before the first run: the registration, and the checks that it still holds."""
     commit, dirty = commit_of(REPO, self.folder / studies.PLAN_FILE)
@@ -153,12 +200,47 @@ class Study:
       raise StudyError("uncommitted changes to the code or the plan (git status -- "
                        f"{' '.join(CODE)} and the plan): commit them first, so that each run "
                        "names the commit its numbers come from (or --allow_dirty for a trial).")
-    studies.register(self.folder, self.plan, commit)
+    studies.register(self.folder, self.plan, commit, corpus=self.corpus())
     diff = studies.changed(self.folder, self.plan)
     if diff:
       raise StudyError(f"{self.folder}: {'; '.join(diff)} since the study's first run; a changed "
                        "plan or rule is a new study: copy plan.py to a new folder and run that.")
+    self.check_corpus()
     return commit, dirty
+
+  def record_corpus(self) -> pathlib.Path:
+    """corpus.json of a study registered before registrations held the corpus: this corpus's
+    record, written once, and only if every finished run recorded these ids."""
+    path = self.folder / studies.CORPUS_FILE
+    reg = studies.registration(self.folder)
+    if reg is None:
+      raise StudyError(f"{self.plan['NAME']}: no {studies.REGISTRATION}; the first run "
+                       "registers the corpus with the study.")
+    if studies.registered_corpus(self.folder) is not None:
+      raise StudyError(f"{self.plan['NAME']}: the corpus is already recorded "
+                       f"({studies.CORPUS_FILE if path.is_file() else studies.REGISTRATION}).")
+    current = self.corpus()
+    recs = studies.records(self.folder, self.plan)
+    known = [r for r in recs if r["corpus"]]
+    other = [f"{r['stage']}/{r['run']}" for r in known
+             if studies.corpus_differences(r["corpus"], current)]
+    if not known or other:
+      raise StudyError(
+          f"{self.plan['NAME']}: " + (f"{len(other)} of its runs ({', '.join(other[:3])}) "
+                                      "recorded another corpus" if other else
+                                      "no run recorded its corpus")
+          + f" than the one here, {studies.describe_corpus(current)}; corpus.json must say "
+          "what the runs trained on: write it by hand from their records.")
+    from inn_jax.data import text as text_lib
+    record = {"study": self.plan["NAME"], **current}
+    if current["name"] == "pydoc":
+      record["python"] = f"CPython {text_lib.PYDOC_PYTHON}"
+      record["source"] = text_lib.pydoc_source()
+    record["evidence"] = (f"all {len(known)} finished runs of the study recorded these ids "
+                          f"(config.json resolved.corpus_sha256 {current['tokens_sha256'][:12]}"
+                          "...); written after the registration, which predates corpus records")
+    path.write_text(json.dumps(record, indent=1) + "\n")
+    return path
 
   def run(self, stage: str, model: str, lr: float, seed: int, steps: int, analyze=False):
     folder = self.folder_of(stage, model, lr, seed)
@@ -392,10 +474,16 @@ def _main(argv):
   p.add_argument("--allow_dirty", action="store_true",
                  help="train on a checkout with uncommitted code changes (trials only)")
   p.add_argument("--no_report", action="store_true", help="train only")
+  p.add_argument("--record_corpus", action="store_true",
+                 help="write corpus.json for a study registered before registrations recorded "
+                 "the corpus (checked against its runs' records), then stop")
   args = p.parse_args(argv)
   folder = pathlib.Path(args.study).absolute() if args.study else DEFAULT
   study = Study(folder, pathlib.Path(args.scratch).absolute() if args.scratch else
                 REPO / "workdirs" / studies.load_plan(folder)["NAME"], args.allow_dirty)
+  if args.record_corpus:
+    print(f"wrote {study.record_corpus()}")
+    return
   if args.measure:
     study.measure()
   listed = study.execute(args.only, dry=True)

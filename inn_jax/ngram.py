@@ -190,8 +190,10 @@ def _main(argv):
     raise ValueError(f"--orders {args.orders}: a vocabulary of {corpus.vocab.size} allows orders "
                      f"up to {int(62 * math.log(2) / math.log(corpus.vocab.size))}.")
   result = evaluate(corpus, orders, config.data.eval_batch_size, config.data.seq_len)
+  from inn_jax.train import workdir as workdir_lib
   result.update(config=config.name, data={k: config.data[k] for k in ("name", "normalize")},
-                corpus_tokens={s: int(len(getattr(corpus, s))) for s in ("train", "valid", "test")})
+                corpus_tokens={s: int(len(getattr(corpus, s))) for s in ("train", "valid", "test")},
+                corpus=workdir_lib.corpus_record(corpus))
   out = pathlib.Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
   (out / "ngram.json").write_text(json.dumps(result, indent=1) + "\n")

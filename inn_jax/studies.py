@@ -6,7 +6,9 @@
 A study is a folder: plan.py (the plan, as Python literals: models, stages, rates, seeds,
 rules), registration.json (written by benchmarks/study.py when the study's first run starts:
 the hash of the plan's data and of the rules' code, inn_jax/claims.py and inn_jax/stats.py,
-and the commit), runs/<stage>/<model>-lr<rate>-s<seed>/ (each run's results.json or
+the commit, and the corpus: its name, text sha256 and length, ids; a study registered before
+registrations held the corpus has corpus.json beside it instead, saying what its runs trained
+on), runs/<stage>/<model>-lr<rate>-s<seed>/ (each run's results.json or
 diverged.json, metrics.jsonl, config.json, provenance.json; C4's analysis/report.json) and
 runs/ngram/ngram.json. The report (report.md, report.json, PNGs, RESULTS.md) reads only those
 files, and prints the claims' verdicts only while both hashes equal the registered ones:
@@ -27,6 +29,9 @@ import pathlib
 import sys
 
 PLAN_FILE, REGISTRATION, RUNS = "plan.py", "registration.json", "runs"
+CORPUS_FILE = "corpus.json"  # A study registered before registration.json held the corpus.
+# What identifies a corpus (inn_jax.train.workdir.corpus_record); compared where both know it.
+CORPUS_IDENTITY = ("name", "sha256", "chars", "files", "tokens", "tokens_sha256")
 RESULTS, DIVERGED, CONFIG, METRICS = "results.json", "diverged.json", "config.json", "metrics.jsonl"
 PROVENANCE, ANALYSIS = "provenance.json", "analysis/report.json"
 NGRAM = "ngram/ngram.json"
@@ -117,8 +122,9 @@ def registration(folder) -> dict | None:
   return json.loads(path.read_text()) if path.is_file() else None
 
 
-def register(folder, plan: dict, commit: str | None) -> dict:
-  """Writes registration.json unless it exists; returns the registration."""
+def register(folder, plan: dict, commit: str | None, corpus: dict | None = None) -> dict:
+  """Writes registration.json unless it exists (with `corpus`, the corpus_record of the plan's
+  data, where given); returns the registration."""
   import datetime
   found = registration(folder)
   if found is not None:
@@ -127,13 +133,50 @@ def register(folder, plan: dict, commit: str | None) -> dict:
          "rules_sha256": rules_sha256(rules_modules(plan)),
          "rules_files": rules_files(rules_modules(plan)), "commit": commit,
          "registered": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%MZ")}
+  if corpus is not None:
+    reg["corpus"] = corpus
   (pathlib.Path(folder) / REGISTRATION).write_text(json.dumps(reg, indent=1) + "\n")
   return reg
 
 
-def changed(folder, plan: dict) -> list[str]:
-  """What differs from the registration: [] when the plan and rules are as registered; a
-  reason per difference otherwise (the study has no registration: its runs have not begun)."""
+def registered_corpus(folder) -> dict | None:
+  """The corpus the study registered: registration.json's record, else corpus.json's (a study
+  registered before registrations held it); None when neither says."""
+  reg = registration(folder) or {}
+  if reg.get("corpus"):
+    return reg["corpus"]
+  path = pathlib.Path(folder) / CORPUS_FILE
+  return _json(path) if path.is_file() else None
+
+
+def corpus_differences(registered: dict, current: dict) -> list[str]:
+  """The identity keys (CORPUS_IDENTITY) that both records know and that differ."""
+  return [k for k in CORPUS_IDENTITY if registered.get(k) is not None
+          and current.get(k) is not None and registered[k] != current[k]]
+
+
+def describe_corpus(record: dict) -> str:
+  """E.g. 'pydoc (sha256 ed444eb8a669..., 1,901,128 characters; 1,728,937 ids, ids sha256
+  624f911028da...)'."""
+  parts = []
+  if record.get("sha256"):
+    parts.append(f"sha256 {record['sha256'][:12]}...")
+  if record.get("chars") is not None:
+    parts.append(f"{record['chars']:,} characters")
+  if record.get("files"):
+    parts.append("files " + ", ".join(f"{k} {v[:12]}..."
+                                      for k, v in sorted(record["files"].items())))
+  ids = [f"{record['tokens']:,} ids" if record.get("tokens") is not None else "",
+         f"ids sha256 {record['tokens_sha256'][:12]}..." if record.get("tokens_sha256") else ""]
+  ids = ", ".join(i for i in ids if i)
+  return (f"{record.get('name') or 'a corpus'} ({', '.join(parts)}"
+          + ("; " if parts and ids else "") + ids + ")")
+
+
+def changed(folder, plan: dict, recs: list | None = None) -> list[str]:
+  """What differs from the registration: [] when the plan and rules are as registered (and
+  every run of `recs` recorded the registered corpus, where both say); a reason per difference
+  otherwise (the study has no registration: its runs have not begun)."""
   reg = registration(folder)
   if reg is None:
     return ["the study has no registration.json (no run has started)"]
@@ -147,7 +190,26 @@ def changed(folder, plan: dict) -> list[str]:
       out.append(f"inn_jax/{name}.py's hash is {str(now.get(name))[:12]}, registered {sha[:12]}")
   if not out and reg["rules_sha256"] != rules_sha256(rules_modules(plan)):
     out.append("the rules' files differ from the registered set")
+  corpus = registered_corpus(folder)
+  other = [f"{r['stage']}/{r['run']}" for r in recs or () if corpus and r.get("corpus")
+           and corpus_differences(corpus, r["corpus"])]
+  if other:
+    out.append(f"{len(other)} runs trained on another corpus than the registered "
+               f"{describe_corpus(corpus)} ({', '.join(other[:3])}"
+               f"{', ...' if len(other) > 3 else ''})")
   return out
+
+
+def run_corpus(results: dict | None, config: dict) -> dict | None:
+  """The corpus a finished run recorded: results.json's record, else config.json's (runs before
+  the record: the sha256 of its ids alone); None when it recorded none."""
+  from inn_jax.train import workdir as workdir_lib
+  resolved = config.get("resolved") or {}
+  found = (results or {}).get(workdir_lib.CORPUS_RECORD) or resolved.get(workdir_lib.CORPUS_RECORD)
+  if found:
+    return found
+  sha = resolved.get(workdir_lib.CORPUS_KEY)
+  return {"tokens_sha256": sha} if sha else None
 
 
 # ------------------------------------------------------------------------------------- runs
@@ -234,6 +296,7 @@ def records(folder, plan: dict) -> list[dict]:
         "diverged_step": (diverged or {}).get("step"),
         "valid_curve": valid, "train_curve": train,
         "analysis": (analysis or {}).get("roles"), "commit": prov.get("commit"),
+        "corpus": run_corpus(results, config),
     })
   return out
 
@@ -542,7 +605,7 @@ def build(folder, plan=None) -> dict:
   plan = plan or load_plan(folder)
   recs = records(folder, plan)
   grams = ngram(folder)
-  diff = changed(folder, plan)
+  diff = changed(folder, plan, recs)
   verdicts = rules_module(plan).judge(plan, recs, grams)
   if diff:
     text = (PENDING if registration(folder) is None else f"{WITHHELD} ({'; '.join(diff)})")

@@ -40,6 +40,7 @@ def test_the_wheel_ships_configs_and_types_not_test_helpers(wheel):
   shipped = {n.rpartition("/")[2] for n in names if n.startswith("inn_jax/configs/")}
   assert {"quickstart.py", "text8.py", "study.py", "ptb.py"} <= shipped
   assert "inn_jax/py.typed" in names
+  assert "inn_jax/data/pydoc.txt.xz" in names  # The pinned pydoc corpus (tests/test_corpus_pin.py).
   assert not [n for n in names if n.endswith("testing.py") or n.startswith("tests/")]
   entry = next(n for n in names if n.endswith("entry_points.txt"))
   assert "inn-train = inn_jax.train.cli:main" in wheel.read(entry).decode()

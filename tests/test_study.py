@@ -3,6 +3,7 @@ sweeps that extend at an edge and seed the best rate, a registration that withho
 verdict once the rules or the plan change, relative paths only, a RESULTS.md that regenerates
 from the committed files, and a tiny study end to end (slow)."""
 
+import hashlib
 import importlib.util
 import json
 import pathlib
@@ -17,8 +18,10 @@ import pytest
 from flax import nnx
 
 from inn_jax import claims, studies
+from inn_jax.data import text as text_lib
 from inn_jax.models import build_model
 from inn_jax.train import config as config_lib
+from tests import tiny as testing
 from tests import train_cli
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -285,7 +288,103 @@ def test_the_driver_refuses_to_train_a_changed_study(tiny, tmp_path, capsys):
   assert "since the study's first run" in err and "new study" in err
 
 
+# ------------------------------------------------------------------------------ the corpus
+
+def test_the_registration_records_the_corpus_and_the_driver_refuses_another(tmp_path, capsys):
+  """A study on a made-up text file: the first run registers the corpus (name, the text's
+  sha256 and length, its ids); the same-length file with another text is refused before any
+  training, in one line naming the study, both corpora and the fix; the registered text again
+  is accepted."""
+  folder, text = tmp_path / "study", tmp_path / "made_up.txt"
+  folder.mkdir()
+  testing.write_corpus(text, seed=0)
+  (folder / "plan.py").write_text(TINY_PLAN.replace(
+      '"data.name": "pydoc", "data.normalize": "text8"',
+      f'"data.name": "text_file", "data.path": {str(text)!r}'))
+  study = driver.Study(folder, tmp_path / "scratch", allow_dirty=True)
+  study._start()
+  registered = studies.registration(folder)["corpus"]
+  sha = hashlib.sha256(text.read_bytes()).hexdigest()
+  assert registered == study.corpus() and registered["name"] == "text_file"
+  assert (registered["sha256"], registered["chars"], registered["files"]) == \
+      (sha, 6000, {"made_up.txt": sha})
+  testing.write_corpus(text, seed=1)  # The same length and symbols, another text.
+  other = hashlib.sha256(text.read_bytes()).hexdigest()
+  err = train_cli.exits_with_one_line(driver.main, [
+      "--study", str(folder), "--scratch", str(tmp_path / "scratch"), "--allow_dirty",
+      "--only", "c5/*"], capsys)
+  assert err.startswith(f"error: tiny: the corpus here is text_file (sha256 {other[:12]}..., "
+                        "6,000 characters")
+  assert f"but the study registered text_file (sha256 {sha[:12]}..., 6,000 characters" in err
+  assert "(differs: sha256, files, tokens" in err and "restore the registered data" in err
+  assert "a different corpus is a new study" in err
+  assert not (tmp_path / "scratch").exists() and not (folder / "runs").exists()  # No training.
+  testing.write_corpus(text, seed=0)
+  driver.Study(folder, tmp_path / "scratch", allow_dirty=True).check_corpus()
+
+
+def _recorded(run, tokens_sha256):
+  """The run's config.json as train.py writes it: with the sha256 of the ids it read."""
+  config = json.loads((run / "config.json").read_text())
+  config["resolved"] = {"corpus_sha256": tokens_sha256}
+  (run / "config.json").write_text(json.dumps(config))
+
+
+def test_a_study_registered_before_corpus_records_needs_corpus_json(tiny, tmp_path, capsys):
+  """Registered without a corpus: the driver refuses to train until corpus.json says what the
+  runs trained on; --record_corpus writes it only when the runs recorded this corpus's ids; a
+  run of another corpus withholds the verdicts."""
+  folder, plan = tiny
+  studies.register(folder, plan, "c0")  # As before registrations held the corpus.
+  registration = (folder / "registration.json").read_bytes()
+  study = driver.Study(folder, tmp_path / "scratch", allow_dirty=True)
+  with pytest.raises(driver.StudyError, match="registered without a record of its corpus .* "
+                                              "--record_corpus"):
+    study.check_corpus()
+  run = fake_run(folder, plan, "main", "inn", 1e-3, 0, 4, valid=2.5)
+  _recorded(run, "0" * 64)
+  err = train_cli.exits_with_one_line(driver.main, [
+      "--study", str(folder), "--scratch", str(tmp_path / "s"), "--record_corpus"], capsys)
+  assert "1 of its runs (main/inn-lr0.001-s0) recorded another corpus" in err
+  assert not (folder / studies.CORPUS_FILE).exists()
+  current = study.corpus()
+  _recorded(run, current["tokens_sha256"])
+  driver.main(["--study", str(folder), "--scratch", str(tmp_path / "s"), "--record_corpus"])
+  written = json.loads((folder / studies.CORPUS_FILE).read_text())
+  assert written == {"study": "tiny", **current, "python": "CPython 3.12.1",
+                     "source": text_lib.pydoc_source(), "evidence": written["evidence"]}
+  assert (written["sha256"], written["chars"]) == (text_lib.PYDOC_SHA256, text_lib.PYDOC_CHARS)
+  assert (folder / "registration.json").read_bytes() == registration  # Left as it was.
+  study.check_corpus()
+  assert studies.changed(folder, plan, studies.records(folder, plan)) == []
+  other = fake_run(folder, plan, "main", "lstm", 1e-3, 0, 4, valid=2.6)
+  _recorded(other, "1" * 64)
+  assert studies.changed(folder, plan, studies.records(folder, plan)) == [
+      f"1 runs trained on another corpus than the registered "
+      f"{studies.describe_corpus(written)} (main/lstm-lr0.001-s0)"]
+  assert all(v.startswith(studies.WITHHELD) for v in _verdicts(folder).values())
+
+
 # ------------------------------------------------------------------- the committed study
+
+def test_the_registered_studies_say_what_they_trained_on(tmp_path):
+  """claims-v2 and population-v1 were registered before registrations held the corpus: their
+  corpus.json says CPython 3.12.1's pydoc text, every run recorded its ids, and the driver
+  accepts the shipped corpus as theirs."""
+  for folder in (STUDY, *SECTIONS):
+    plan = studies.load_plan(folder)
+    assert "corpus" not in studies.registration(folder)
+    record = json.loads((folder / studies.CORPUS_FILE).read_text())
+    assert record["study"] == plan["NAME"] and record["python"] == "CPython 3.12.1"
+    assert (record["name"], record["sha256"], record["chars"], record["tokens"]) == \
+        ("pydoc", text_lib.PYDOC_SHA256, text_lib.PYDOC_CHARS, 1_728_937)
+    assert studies.registered_corpus(folder) == record
+    recs = studies.records(folder, plan)
+    assert recs and all(r["corpus"] == {"tokens_sha256": record["tokens_sha256"]} for r in recs)
+    assert studies.changed(folder, plan, recs) == []
+    driver.Study(folder, tmp_path, allow_dirty=True).check_corpus()
+
+
 
 ABSOLUTE = re.compile(r"[\"' (](/(work|tmp|root|home|usr|opt|mnt)/)")
 
@@ -346,6 +445,11 @@ def test_tiny_study_end_to_end_then_only_the_report(tiny, tmp_path):
   assert len(roles["layers"]) == 1 and len(roles["layers"][0]["ratio"]) == 2
   for path in folder.rglob("*.json"):
     assert not ABSOLUTE.search(path.read_text()), path
+  corpus = studies.registration(folder)["corpus"]  # Registered; every run recorded the same.
+  assert (corpus["name"], corpus["sha256"], corpus["chars"]) == \
+      ("pydoc", text_lib.PYDOC_SHA256, text_lib.PYDOC_CHARS)
+  assert [r["corpus"] for r in studies.records(folder, plan)] == [corpus] * len(folders)
+  assert json.loads((runs / "ngram" / "ngram.json").read_text())["corpus"] == corpus
   verdicts = _verdicts(folder)
   assert verdicts["C5"].startswith(("does not hold", "inconclusive"))
   assert verdicts["C4"] in ("holds", "does not hold")

@@ -8,7 +8,7 @@
   wikitext2_char    char   wikitext-2-raw-v1.zip, wikitext-2-raw/wiki.*.raw   the three files
   tiny_shakespeare  char*  karpathy/char-rnn tinyshakespeare/input.txt        fractions
   text_file         char*  data.path                                          fractions
-  pydoc             char*  CPython's own documentation (offline)             fractions
+  pydoc             char*  CPython 3.12.1's documentation, shipped: pydoc.txt.xz fractions
 
 (* data.level may make these byte- or word-level.) Vocabularies: text8 the 27 symbols space, a-z;
 enwik8 the 256 byte values; ptb_word the training words by frequency (with <eos> per line); ptb_char
@@ -53,7 +53,9 @@ class Corpus:
 
 @dataclasses.dataclass(frozen=True)
 class Spec:
-  """A dataset: how to get its files and turn them into (vocab, {split or 'all': ids})."""
+  """A dataset: how to get its files and turn them into (vocab, {split or 'all': ids}), or
+  (vocab, ids, text) where one text is read whole: {"sha256": of its bytes (UTF-8 for a str),
+  "chars": its length in characters (None for bytes not decoded)}."""
   build: Callable
   resources: tuple = ()
   members: tuple = (Member("all", 0, None),)
@@ -141,7 +143,8 @@ def _pydoc(files, cfg):
 
 
 def _plain(read: Callable):
-  """A builder for one text split by fractions, at data.level (default char)."""
+  """A builder for one text split by fractions, at data.level (default char); it also says
+  which text it read (Spec)."""
   def build(files, cfg):
     data, where = read(files, cfg)
     level = cfg.level or "char"
@@ -149,16 +152,20 @@ def _plain(read: Callable):
       text = data
     else:
       text = data if not isinstance(data, bytes) else _decode(data, where, cfg.encoding)
+    raw = data if isinstance(data, bytes) else data.encode("utf-8")
+    read_text = {"sha256": hashlib.sha256(raw).hexdigest(),
+                 "chars": len(text) if isinstance(text, str) else None}
+    if not (level == "byte" and cfg.normalize == "none"):
       text = _normalize(text, cfg)
     if level == "byte":
-      return vocab_lib.ByteVocab(), {"all": vocab_lib.ByteVocab().encode(text)}
+      return vocab_lib.ByteVocab(), {"all": vocab_lib.ByteVocab().encode(text)}, read_text
     if level == "char":
       vocab = _char_vocab(text, cfg, unk=False)
-      return vocab, {"all": _encode(vocab, text, where, "")}
+      return vocab, {"all": _encode(vocab, text, where, "")}, read_text
     tokens = vocab_lib.split_words(text)
     parts = dict(zip(SPLITS, (tokens[s] for s in split_fractions(len(tokens), cfg.split))))
     vocab = vocab_lib.WordVocab.from_tokens(parts["train"])
-    return vocab, {s: vocab.encode_tokens(t) for s, t in parts.items()}
+    return vocab, {s: vocab.encode_tokens(t) for s, t in parts.items()}, read_text
   return build
 
 
@@ -263,7 +270,7 @@ def load(cfg, read_tfds=None) -> Corpus:
   if not spec.resources and (ignored or (cfg.path is not None and not spec.needs_path)):
     raise ValueError(f"data.name={cfg.name!r} downloads nothing, so data."
                      f"{(ignored or ['path'])[0]} does not apply to it; unset it.")
-  files, tokens_cache = None, None
+  files, tokens_cache, text = None, None, None  # text: the text the ids come from (Spec).
   if cfg.source == "tfds":
     vocab, parts, source, sha256 = _from_tfds(cfg, read_tfds)
   else:
@@ -272,7 +279,8 @@ def load(cfg, read_tfds=None) -> Corpus:
       vocab, ids, tokens_cache = _cached_tokens(spec, files, cfg, cfg.name)
       parts = {"all": ids}
     else:
-      vocab, parts = spec.build(files, cfg)
+      vocab, parts, *read = spec.build(files, cfg)
+      text = read[0] if read else None
   if "all" in parts:
     slices = split_fractions(len(parts["all"]), cfg.split)
     parts = {s: parts["all"][sl] for s, sl in zip(SPLITS, slices)}
@@ -280,11 +288,10 @@ def load(cfg, read_tfds=None) -> Corpus:
     parts["train"] = parts["train"][:cfg.max_chars]
   if files is not None:
     sha256, source = files.checksums(), files.source
-  elif cfg.source != "tfds":
-    sha256 = {"pydoc": hashlib.sha256(text_lib.pydoc_text().encode()).hexdigest()}
-    source = [text_lib.pydoc_source()]
+  elif cfg.source != "tfds":  # pydoc: the shipped text, checked against its pins when read.
+    sha256, source = {"pydoc": text_lib.PYDOC_SHA256}, [text_lib.pydoc_source()]
   level = spec.level or cfg.level or "char"
-  meta = dict(name=cfg.name, level=level, source=source, sha256=sha256,
+  meta = dict(name=cfg.name, level=level, source=source, sha256=sha256, text=text,
               sizes={s: int(len(parts[s])) for s in SPLITS}, vocab_size=vocab.size,
               normalize=cfg.normalize, split=tuple(cfg.split), max_chars=cfg.max_chars,
               tokens_cache=str(tokens_cache) if tokens_cache else None)
@@ -309,6 +316,6 @@ def from_arrays(train, valid, test, vocab, *, level: str = "char", name: str = "
       raise ValueError(f"the {split} ids must lie in [0, {vocab.size}) (the vocabulary's size), "
                        f"got {int(ids.min())}..{int(ids.max())}.")
     parts[split] = ids
-  meta = dict(name=name, level=level, source=["arrays in memory"], sha256=None,
+  meta = dict(name=name, level=level, source=["arrays in memory"], sha256=None, text=None,
               sizes={s: int(len(parts[s])) for s in SPLITS}, vocab_size=vocab.size)
   return Corpus(parts["train"], parts["valid"], parts["test"], vocab, level, meta)

@@ -3,7 +3,8 @@
     config.json           the whole config, written once at the run's first start, with the
                           vocabulary size and what that start resolved ("resolved": the micro-batch
                           counts chosen for train.microbatches / eval.microbatches = 0, the
-                          corpus's sha256, the layout of the training state)
+                          corpus's sha256 and its record (corpus_record: name, text sha256 and
+                          length, ids), the layout of the training state)
     vocab.json            the vocabulary (inn_jax.data.vocab's to_json): sampling needs no corpus
     config_history.jsonl  each change accepted on resume with train.allow_changes=true
 
@@ -37,6 +38,7 @@ NEUTRAL = ("workdir", "mode", "train.stop_at", "train.keep", "train.async_save",
            "data.size", "data.source", "data.tfds_data_dir")
 MICROBATCH_KEYS = ("train.microbatches", "eval.microbatches")
 CORPUS_KEY = "corpus_sha256"  # In "resolved", and compared like a key once the data is read.
+CORPUS_RECORD = "corpus"  # In "resolved" and results.json: corpus_record(), what the run read.
 _ABSENT = "<absent>"
 
 
@@ -103,6 +105,23 @@ def corpus_sha256(corpus) -> str:
     h.update(f"{a.dtype.str}{a.shape}".encode())
     h.update(a.tobytes())
   return h.hexdigest()
+
+
+def corpus_record(corpus, tokens_sha256: str | None = None) -> dict:
+  """What a run trains on, as its results and config.json record it: the corpus's name; the
+  sha256 and length in characters of the text its ids come from, where one text is read whole
+  (pydoc: the shipped text; text_file, tiny_shakespeare: the file's; else None); the sha256 of
+  each file behind it by file name (downloaded and local corpora; else None); the number of ids
+  over the three splits and corpus_sha256 of them with the vocabulary (`tokens_sha256` if
+  already computed). Arrays in memory have only these last two."""
+  meta = corpus.meta
+  text = meta.get("text") or {}
+  files = meta.get("sha256") if meta.get("name") != "pydoc" else None
+  files = files if isinstance(files, dict) else None
+  return {"name": meta.get("name"), "sha256": text.get("sha256"), "chars": text.get("chars"),
+          "files": {pathlib.Path(k).name: v for k, v in files.items()} if files else None,
+          "tokens": int(sum(len(s) for s in (corpus.train, corpus.valid, corpus.test))),
+          "tokens_sha256": tokens_sha256 or corpus_sha256(corpus)}
 
 
 def layout_sha256(state) -> str:
