@@ -33,7 +33,7 @@ _LIBRARY = ("activations", "analyze", "connectivity", "data", "models", "ngram",
             "restore", "sample", "sharding", "summary", "train", "typed")
 # The science and tooling (studies, reports, benchmarks' helpers): reachable the same way.
 _TOOLS = ("bench", "claims", "configs", "plots", "population_rules", "report", "roofline",
-          "stats", "studies")
+          "stats", "studies", "verdicts")
 __all__ = ["__version__", "load", *_LIBRARY]
 
 
