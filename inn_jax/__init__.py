@@ -32,8 +32,8 @@ __version__ = "0.1.0"
 _LIBRARY = ("activations", "analyze", "connectivity", "data", "models", "ngram", "nn", "ops",
             "restore", "sample", "sharding", "summary", "train", "typed")
 # The science and tooling (studies, reports, benchmarks' helpers): reachable the same way.
-_TOOLS = ("bench", "claims", "configs", "plots", "population_rules", "report", "roofline",
-          "stats", "studies", "verdicts")
+_TOOLS = ("bench", "caveats", "claims", "configs", "plots", "population_rules", "report",
+          "roofline", "stats", "studies", "verdicts")
 __all__ = ["__version__", "load", *_LIBRARY]
 
 

@@ -12,9 +12,12 @@ on), runs/<stage>/<model>-lr<rate>-s<seed>/ (each run's results.json or
 diverged.json, metrics.jsonl, config.json, provenance.json; C4's analysis/report.json) and
 runs/ngram/ngram.json. The report (report.md, report.json, PNGs, RESULTS.md) reads only those
 files, and prints the claims' verdicts only while both hashes equal the registered ones:
-otherwise every verdict is withheld with the reason. Each run's config.json must hold what the
-plan says it ran (model keys, rate, steps, seeds, the common keys); a run that does not is an
-error, not a row.
+otherwise every verdict is withheld with the reason. Beside a verdict, in the rules' words, it
+prints what inn_jax/caveats.py reads in the same records (a claim that holds only narrowly, a
+tie that is no equivalence, a confound), and the headline says which differences survive
+Holm's correction and where each model stands against the n-gram rows by the study's rule.
+Each run's config.json must hold what the plan says it ran (model keys, rate, steps, seeds, the
+common keys); a run that does not is an error, not a row.
 """
 
 from __future__ import annotations
@@ -384,19 +387,43 @@ def ngram_rows(grams: dict, width: int) -> list[str]:
   return rows
 
 
-def pairwise(plan, recs, stage) -> list[str]:
-  """Every pair of the stage's models: paired per-seed differences at their best rates."""
-  from inn_jax import claims, stats
+NO_DIFFERENCE = "no difference shown"  # A tie by the rule: not an equivalence.
+
+
+def pairwise(plan, recs, stage, holm: bool = False) -> list[str]:
+  """Every pair of the stage's models: paired per-seed differences at their best rates (with
+  `holm`, each t-test's p-value Holm-adjusted over the table's pairs, and which differences
+  that count by the rule do not survive it)."""
+  from inn_jax import caveats, claims, stats
   rules = plan["RULES"]
   models = [m for m in _stage(plan, stage)["models"]
             if len(claims.at_best(recs, stage, m, rules)) > 1]
-  lines = ["| a - b (test BPC) | difference [95% interval] | reading |", "|---|---|---|"]
+  adjusted = caveats.holm_pairs(plan, recs, stage, models) if holm else {}
+  lines = ["| a - b (test BPC) | difference [95% interval] | reading |"
+           + (" Holm-adjusted p |" if adjusted else ""), "|---|---|---|"
+           + ("---|" if adjusted else "")]
   for i, a in enumerate(models):
     for b in models[i + 1:]:
       d = claims.compare(plan, recs, stage, a, b)
-      word = {"greater": f"{b} better", "less": f"{a} better", "tie": "tie"}.get(
-          stats.difference(d, rules["min_effect"]), "no interval")
-      lines.append(f"| {a} - {b} | {claims.interval(d)} | {word} |")
+      word = stats.difference(d, rules["min_effect"])
+      if word == "tie":  # Interval across 0, or a difference under min_effect.
+        word = (NO_DIFFERENCE if d["lo"] <= 0 <= d["hi"]
+                else f"under {rules['min_effect']} BPC: does not count")
+      else:
+        word = {"greater": f"{b} better", "less": f"{a} better"}.get(word, "no interval")
+      h = adjusted.get((a, b))
+      lines.append(f"| {a} - {b} | {claims.interval(d)} | {word} |"
+                   + (f" {'-' if h is None else f'{h['p_holm']:.3f}'} |" if adjusted else ""))
+  if adjusted:
+    alpha = 1 - rules["level"]
+    lost = [f"{a} - {b}" for (a, b), h in adjusted.items() if h["counts"]
+            and h["p_holm"] >= alpha]
+    lines += ["", f"Holm's correction of the t-tests' p-values over the table's {len(adjusted)} "
+              f"pairs (family-wise error {alpha:.2g}): "
+              + (f"of the differences that count by the rule, {caveats.join(lost)} "
+                 f"{'does' if len(lost) == 1 else 'do'} not survive it (adjusted p >= "
+                 f"{alpha:.2g})." if lost else "every difference that counts by the rule "
+                 "survives it.")]
   return lines
 
 
@@ -553,12 +580,18 @@ def plot_population(points: dict, grams: dict, out: pathlib.Path) -> str:
 
 
 def findings(plan, recs, grams) -> list[str]:
-  """The headline: the main comparison's ranking and its differences, strongest first (a plan
-  with its own rules module: that module's findings)."""
-  from inn_jax import claims, stats
+  """The headline: the main comparison's ranking and its differences, strongest first, which
+  of them survive Holm's correction over its pairs, and the n-gram references by the same rule
+  (a plan with its own rules module: that module's findings, with inn_jax.caveats' reading of
+  the verdicts they name)."""
+  from inn_jax import caveats, claims, stats
   module = rules_module(plan)
   if module is not claims:
-    return module.findings(plan, recs, grams)
+    text = module.findings(plan, recs, grams)
+    verdicts = module.judge(plan, recs, grams)
+    extra = caveats.headline(caveats.notes({"plan": plan, "records": recs, "changed": [],
+                                            "verdicts": verdicts}))
+    return [text[0] + (" " + extra if extra else ""), *text[1:]]
   rules = plan["RULES"]
   stage = rules["c2"]["stage"]
   models = _stage(plan, stage)["models"]
@@ -587,17 +620,68 @@ def findings(plan, recs, grams) -> list[str]:
     text.append("Differences that count (95% interval excludes 0, above "
                 f"{rules['min_effect']} BPC), strongest first: " + "; ".join(
                     f"{a} beats {b} by {claims.interval(d)}" for _, a, b, d in diffs) + ".")
+    pairs = caveats.holm_pairs(plan, recs, stage, [m for _, m, _ in rows])
+    alpha = 1 - rules["level"]
+    lost = [(a, b, pairs[(a, b)]["p_holm"]) for _, a, b, _ in diffs
+            if (a, b) in pairs and pairs[(a, b)]["p_holm"] >= alpha]
+    if pairs:
+      text.append(f"With Holm's correction over the {len(pairs)} pairs, " + (
+          f"{caveats.join([f'{a} beats {b}' for a, b, _ in lost])} no longer "
+          f"count{'s' if len(lost) == 1 else ''} (adjusted p "
+          f"{caveats.join([f'{p:.3f}' for _, _, p in lost])})." if lost
+          else "every one of them still counts."))
   ties = [(a, b) for i, (_, a, _) in enumerate(rows) for _, b, _ in rows[i + 1:]
           if stats.difference(claims.compare(plan, recs, stage, b, a), rules["min_effect"])
           == "tie"]
   if ties:
-    text.append("Ties: " + ", ".join(f"{a} and {b}" for a, b in ties) + ".")
-  for k in (rules["ngram_reference"], 6):
-    if k in grams:
-      beat = [m for mean, m, _ in rows if mean < grams[k]["test_bpc"]]
-      text.append(f"The Kneser-Ney {k}-gram scores {grams[k]['test_bpc']:.4f}: "
-                  + (f"beaten by {', '.join(beat)}" if beat else "no model beats it") + ".")
+    text.append("No difference that counts (not an equivalence): "
+                + ", ".join(f"{a} and {b}" for a, b in ties) + ".")
+  for k, chosen in _ngram_references(rules, grams):
+    text.append(_against_ngram(plan, recs, stage, [m for _, m, _ in rows], grams, k, chosen))
   return [" ".join(text)]
+
+
+def _ngram_references(rules, grams) -> list[tuple[int, bool]]:
+  """[(order, chosen on valid)]: the plan's reference order, then the order with the lowest
+  valid BPC (inn_jax.verdicts.ngram_order) where it is another."""
+  from inn_jax import verdicts
+  if not grams:
+    return []
+  try:
+    chosen = verdicts.ngram_order(grams)
+  except ValueError:  # A row without a valid score: the plan's reference alone.
+    chosen = rules["ngram_reference"]
+  out = [(k, k == chosen) for k in (rules["ngram_reference"],) if k in grams]
+  return out + ([(chosen, True)] if chosen != rules["ngram_reference"] else [])
+
+
+def _against_ngram(plan, recs, stage, models, grams, k, chosen) -> str:
+  """One n-gram row against the models by the study's rule: each model's per-seed test BPC
+  minus the n-gram's, its t-interval, read as a difference (stats.difference)."""
+  from inn_jax import caveats, claims, stats
+  rules, ref = plan["RULES"], grams[k]["test_bpc"]
+  beat, worse, open_ = [], [], []
+  for m in models:
+    per_seed = [v for v in claims.measure(claims.at_best(recs, stage, m, rules), rules).values()
+                if v is not None]
+    d = stats.t_interval([v - ref for v in per_seed], rules["level"])
+    word = stats.difference(d, rules["min_effect"])
+    (beat if word == "less" else worse if word == "greater" else open_).append((m, d))
+  name = f"{k}-gram"
+  orders = sorted(grams)
+  run = (f"{orders[0]}-{orders[-1]}" if orders == list(range(orders[0], orders[-1] + 1))
+         else ", ".join(map(str, orders)))
+  out = (f"The Kneser-Ney {name}"
+         + (f", the order with the lowest valid BPC (of {run})," if chosen else "")
+         + f" scores {ref:.4f}: " + (
+             f"{caveats.join([m for m, _ in beat])} beat{'s' if len(beat) == 1 else ''} it by "
+             "the study's rule" if beat else "no model beats it by the study's rule"))
+  details = [f"{m} - {name} {claims.interval(d)}: a {'lower' if d['mean'] < 0 else 'higher'} "
+             "mean, not a difference" for m, d in open_ if d]
+  if worse:
+    details.append(f"{caveats.join([m for m, _ in worse])} {'is' if len(worse) == 1 else 'are'} "
+                   "worse")
+  return out + (f" ({'; '.join(details)})" if details else "") + "."
 
 
 def build(folder, plan=None) -> dict:
@@ -670,15 +754,22 @@ def _in_progress(rep: dict) -> list[str]:
 
 
 def _verdicts(rep: dict, level: str) -> list[str]:
-  """The verdicts' table, then each claim or question with its rule and intervals."""
+  """The verdicts' table, then each claim or question with its rule and intervals; beside a
+  verdict, as computed, what inn_jax.caveats says of it."""
+  from inn_jax import caveats
   module = rules_module(rep["plan"])
+  notes = caveats.notes(rep)
   lines = ["| claim | verdict | rule |", "|---|---|---|"]
-  lines += [f"| {k} | **{v['verdict']}** | {v['rule']} |" for k, v in rep["verdicts"].items()]
+  for k, v in rep["verdicts"].items():
+    note = caveats.beside(notes.get(k))
+    lines.append(f"| {k} | **{v['verdict']}**{f' ({note})' if note else ''} | {v['rule']} |")
   lines.append("")
   titles = getattr(module, "CLAIMS", None) or getattr(module, "QUESTIONS")
   for k, v in rep["verdicts"].items():
+    text = notes.get(k, {}).get("text", [])
     lines += [f"{level} {k}: {titles[k]}", "", f"Verdict: **{v['verdict']}**. Rule: "
-              f"{v['rule']}.", "", *v["lines"], ""]
+              f"{v['rule']}.", "", *(f"{t}\n" for t in text),
+              *caveats.apply(v["lines"], notes.get(k)), ""]
   return lines
 
 
@@ -739,8 +830,10 @@ def results_markdown(rep: dict, folder: pathlib.Path, base: pathlib.Path, plots:
       lines += ["Valid BPC of the seed-0 runs by peak rate (bold: the best):", "",
                 *sweep_table(plan, recs, name), ""]
     if stage["kind"] == "sweep":
+      headline_stage = module is claims and name == plan["RULES"]["c2"]["stage"]
       lines += ["At the best rate:", "", *best_table(plan, recs, grams, name), "",
-                "Paired differences:", "", *pairwise(plan, recs, name), ""]
+                "Paired differences:", "", *pairwise(plan, recs, name, holm=headline_stage),
+                ""]
     for png in plots.get(name, []):
       lines += [f"![{name}]({rel(png)})", ""]
   if grams:
