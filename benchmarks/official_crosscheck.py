@@ -1,6 +1,6 @@
 """Cross-check of `INNConfig.paper_code()` against the paper's official PyTorch INN.
 
-  python benchmarks/official_crosscheck.py --both --torch_python /tmp/torchref/bin/python \\
+  python benchmarks/official_crosscheck.py --both --torch_python $INN_TORCH_PYTHON \\
       --out benchmarks/results/official_crosscheck.json
 
 Two halves, always in separate processes (torch and jax never share one):
@@ -19,9 +19,9 @@ Two halves, always in separate processes (torch and jax never share one):
            and writes --out (JSON): parameter counts, logits' max abs difference and max
            |logits|, both losses, each gradient's max abs difference over its max |gradient|
            and the worst, tensors mapped, versions, seed and batch shape.
-  --both   runs the torch half with --torch_python (default $INN_TORCH_PYTHON, else
-           /tmp/torchref/bin/python, the venv benchmarks/torch_reference.sh makes) as a
-           subprocess, then the jax half here.
+  --both   runs the torch half with --torch_python (default $INN_TORCH_PYTHON: a python with
+           torch, e.g. the venv benchmarks/torch_reference.sh makes) as a subprocess, then the
+           jax half here.
 
 Exit status: 0 when every threshold below holds, 1 when one fails, 2 when the reference or torch
 is missing (one line on stderr).
@@ -346,10 +346,8 @@ def main(argv=None):
   mode.add_argument("--both", action="store_true", help="torch half via --torch_python, then jax")
   p.add_argument("--reference", type=pathlib.Path, default=default_reference(),
                  help="the folder with ref_inn.py (default: %(default)s)")
-  p.add_argument("--torch_python", default=os.environ.get("INN_TORCH_PYTHON",
-                                                          "/tmp/torchref/bin/python"),
-                 help="--both: a python with torch and numpy (default: $INN_TORCH_PYTHON or "
-                      "%(default)s)")
+  p.add_argument("--torch_python", default=os.environ.get("INN_TORCH_PYTHON"),
+                 help="--both: a python with torch and numpy (default: $INN_TORCH_PYTHON)")
   p.add_argument("--npz", type=pathlib.Path, default=None,
                  help="the torch half's arrays (--both: kept only if given)")
   p.add_argument("--out", type=pathlib.Path, default=None, help="the jax half's JSON")
@@ -369,6 +367,9 @@ def main(argv=None):
 
   if not (a.reference / "ref_inn.py").is_file():
     die(f"no ref_inn.py in {a.reference}: pass --reference or set REFERENCE_TORCH_DIR")
+  if not a.torch_python:
+    die("--torch_python: not given and INN_TORCH_PYTHON is not set; pass a python with torch "
+        "(benchmarks/torch_reference.sh makes one)")
   if not (os.path.isfile(a.torch_python) and os.access(a.torch_python, os.X_OK)):
     die(f"no python at {a.torch_python}: pass --torch_python or set INN_TORCH_PYTHON to a "
         "python with torch")

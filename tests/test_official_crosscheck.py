@@ -115,6 +115,11 @@ def test_missing_reference_or_torch_exits_2_with_one_line(tmp_path):
                         capture_output=True, text=True, timeout=60)
   assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
   assert "no python at" in proc.stderr
+  env = {k: v for k, v in os.environ.items() if k != "INN_TORCH_PYTHON"}
+  proc = subprocess.run([sys.executable, str(SCRIPT), "--both", "--reference", str(tmp_path)],
+                        capture_output=True, text=True, timeout=60, env=env)
+  assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+  assert "--torch_python: not given and INN_TORCH_PYTHON is not set" in proc.stderr
 
 
 def torch_python():
@@ -138,8 +143,8 @@ def test_paper_code_matches_the_official_model(tmp_path):
     pytest.skip(f"no official reference at {reference} (set REFERENCE_TORCH_DIR)")
   python = torch_python()
   if python is None:
-    pytest.skip("no python with torch: set INN_TORCH_PYTHON (e.g. /tmp/torchref/bin/python, "
-                "made by benchmarks/torch_reference.sh)")
+    pytest.skip("no python with torch: set INN_TORCH_PYTHON (a venv with torch, as "
+                "benchmarks/torch_reference.sh makes)")
   out = tmp_path / "crosscheck.json"
   proc = subprocess.run([sys.executable, str(SCRIPT), "--both", "--torch_python", python,
                          "--reference", str(reference), "--out", str(out)],
