@@ -1,16 +1,21 @@
-"""The selective scan for CPUs: sequential steps over row blocks and time chunks, hand-written VJP.
+"""The selective scan for CPUs: time chunks in row blocks, the recurrence alone in the loop, a
+hand-written VJP.
 
 Why not autodiff of a step loop: XLA's reverse pass of `lax.scan` saves per-step residuals of the
-full batch and reduces the 16-wide state axis inside each SIMD vector. Here
+full batch and runs every gradient's arithmetic inside the loop, one small op after another. Here
 
   * the state is laid out (rows, S, E): E is the vector axis and sums over S are plain adds;
-  * rows run in blocks (`lax.map`), so one block's chunk of states stays in cache;
+  * rows run in blocks (`lax.map`), time in chunks of T steps, time-major inside a chunk;
+  * the loops hold only the recurrences, h_t = a_t h_{t-1} + b_t forward and
+        g_t = g_y[t] C[t] + a_{t+1} g_{t+1}      (g_t = dL/dh_t)
+    backward, with a_t = exp(dt_t A) and b_t = dt_t u_t B_t computed for the whole chunk at once;
+    the outputs y and every gradient (u, dt, A, B, C) come from the chunk's states and g's in a
+    few chunk-wide fused ops, not T small ones;
   * the forward keeps only the state at each chunk boundary; the backward recomputes a chunk's
-    states from it and runs the reverse recurrence
-        g_h[t] = g_y[t] C[t] + a[t+1] g_h[t+1],   a[t] = exp(dt[t] A),
-    from which g_u, g_dt, g_A, g_B, g_C and g_h0 follow in the same loop.
+    states from it.
 
-Its speed against the other paths inside the INN: `bash benchmarks/cpu_table.sh` (scan_methods/).
+Its speed against the other paths inside the INN: `bash benchmarks/cpu_table.sh` (scan_methods/);
+its block and chunk sizes against others and an earlier commit's: benchmarks/blocked_scan_sizes.py.
 Inputs are float32 here; `scan.selective_scan` handles dtypes, D, z and softplus.
 """
 
@@ -24,12 +29,29 @@ import jax.numpy as jnp
 # Shapes: M rows (one block's rows inside a block), L steps, J chunks of T steps, Q row blocks;
 # A is (E, S), shared by all rows, or (M, E, S), one per row; inside, (S, E) or (M, S, E).
 
+# One chunk of one row block's states, T x rows x S x E float32, is what the chunk-wide ops
+# stream through: sized to stay in a core's L2 cache; longer chunks than MAX_CHUNK leave too few
+# rows per block at the INN's widths. Both from `python benchmarks/blocked_scan_sizes.py`.
+CACHE_FLOATS = 1 << 18  # 1 MiB.
+MAX_CHUNK = 16
 
-def scan(u_MLE, dt_MLE, A, B_MLS, C_MLS, h_MES, *, chunk_size: int, block_rows: int = 16):
-  """y_MLE and the final h_MES of h_t = exp(dt_t A) h_{t-1} + dt_t u_t B_t, y_t = <h_t, C_t>."""
-  rows, length, _ = u_MLE.shape
-  chunk = min(chunk_size, length)
-  block = min(block_rows, rows)
+
+def sizes(rows: int, length: int, state: int, width: int, chunk_size: int) -> tuple[int, int]:
+  """(chunk, block_rows) the scan runs with: chunk <= chunk_size, MAX_CHUNK and the length; as
+  many rows per block as keep a chunk's states within CACHE_FLOATS (at least one)."""
+  chunk = max(1, min(chunk_size, MAX_CHUNK, length))
+  return chunk, max(1, min(rows, CACHE_FLOATS // (chunk * state * width)))
+
+
+def scan(u_MLE, dt_MLE, A, B_MLS, C_MLS, h_MES, *, chunk_size: int,
+         block_rows: int | None = None):
+  """y_MLE and the final h_MES of h_t = exp(dt_t A) h_{t-1} + dt_t u_t B_t, y_t = <h_t, C_t>.
+
+  chunk_size bounds the chunk (and MAX_CHUNK); block_rows None sizes the row blocks by sizes()."""
+  rows, length, width = u_MLE.shape
+  chunk, block = sizes(rows, length, B_MLS.shape[-1], width, chunk_size)
+  if block_rows is not None:
+    chunk, block = min(chunk_size, length), min(block_rows, rows)
   pad_l = -length % chunk
   pad_m = -rows % block
   # Padded steps have dt = 0 (the state passes unchanged); padded rows are all zero.
@@ -43,82 +65,78 @@ def scan(u_MLE, dt_MLE, A, B_MLS, C_MLS, h_MES, *, chunk_size: int, block_rows: 
   return y[:rows, :length], jnp.swapaxes(h_MSE[:rows], 1, 2)
 
 
-def _at(x_ML_, t):
-  return jax.lax.dynamic_index_in_dim(x_ML_, t, 1, keepdims=False)
+def _decay(dt_TME, A):
+  """a_TMSE = exp(dt A)."""
+  return jnp.exp(dt_TME[:, :, None] * A)
 
 
-def _put(buf_MT_, v_M_, i):
-  return jax.lax.dynamic_update_index_in_dim(buf_MT_, v_M_, i, 1)
+def _states(h_MSE, a_TMSE, b_TMSE):
+  """The chunk's states h_1 .. h_T (T, M, S, E) from h_0 = h_MSE."""
+  def step(h, ab):
+    h = ab[0] * h + ab[1]
+    return h, h
+
+  return jax.lax.scan(step, h_MSE, (a_TMSE, b_TMSE))[1]
 
 
-def _steps(h_MSE, t0, n, u, dt, A, B, C, keep: bool):
-  """Steps t0 .. t0+n-1 of one row block: (final h, y_MLE, states nxMxSxE if keep)."""
-  def step(i, carry):
-    h_MSE, y_MLE, hs = carry
-    t = t0 + i
-    dt_ME, B_MS = _at(dt, t), _at(B, t)
-    h_MSE = (jnp.exp(dt_ME[:, None] * A) * h_MSE
-             + (dt_ME * _at(u, t))[:, None] * B_MS[..., None])
-    y_MLE = _put(y_MLE, jnp.sum(h_MSE * _at(C, t)[..., None], 1), i)
-    if keep:
-      hs = jax.lax.dynamic_update_index_in_dim(hs, h_MSE, i, 0)
-    return h_MSE, y_MLE, hs
-
-  y_MLE = jnp.zeros((u.shape[0], n, u.shape[2]), u.dtype)
-  hs = jnp.zeros((n if keep else 0, *h_MSE.shape), h_MSE.dtype)
-  return jax.lax.fori_loop(0, n, step, (h_MSE, y_MLE, hs))
+def _chunk_forward(h_MSE, u, dt, A, B, C):
+  """One chunk (inputs time-major: u, dt (T, M, E); B, C (T, M, S)): (states, y_TME)."""
+  b_TMSE = (dt * u)[:, :, None] * B[..., None]
+  hs_TMSE = _states(h_MSE, _decay(dt, A), b_TMSE)
+  return hs_TMSE, jnp.sum(hs_TMSE * C[..., None], 2)
 
 
 def _block_forward(chunk, h0_MSE, u, dt, A, B, C):
-  def body(h_MSE, c):
-    h_next, y_MLE, _ = _steps(h_MSE, c * chunk, chunk, u, dt, A, B, C, keep=False)
-    return h_next, (y_MLE, h_MSE)
+  def body(h_MSE, xs):
+    hs_TMSE, y_TME = _chunk_forward(h_MSE, *xs[:2], A, *xs[2:])
+    return hs_TMSE[-1], (y_TME, h_MSE)
 
-  h_MSE, (y_JMLE, h_JMSE) = jax.lax.scan(body, h0_MSE, jnp.arange(u.shape[1] // chunk))
-  return _join(y_JMLE), h_JMSE, h_MSE
+  h_MSE, (y_JTME, h_JMSE) = jax.lax.scan(body, h0_MSE, _split(chunk, u, dt, B, C))
+  return _join(y_JTME), h_JMSE, h_MSE
 
 
 def _block_backward(chunk, h_JMSE, u, dt, A, B, C, gy, gh_MSE):
-  rows, _, width = u.shape
-  state = A.shape[-2]
-  reduce_rows = (lambda g: jnp.sum(g, 0)) if A.ndim == 2 else (lambda g: g)
+  per_row = A.ndim == 3
 
-  def body(carry, c):
+  def body(carry, xs):
     gh_MSE, gA = carry
-    h0_MSE = h_JMSE[c]
-    _, _, hs_LMSE = _steps(h0_MSE, c * chunk, chunk, u, dt, A, B, C, keep=True)
+    h0_MSE, u, dt, B, C, gy = xs
+    a_TMSE = _decay(dt, A)
+    dtu_TME = dt * u
+    hs_TMSE = _states(h0_MSE, a_TMSE, dtu_TME[:, :, None] * B[..., None])
 
-    def step(j, carry):
-      gh_MSE, gA, gu, gdt, gB, gC = carry
-      i = chunk - 1 - j
-      t = c * chunk + i
-      u_ME, dt_ME, B_MS, C_MS, gy_ME = (_at(x, t) for x in (u, dt, B, C, gy))
-      prev_MSE = jnp.where(i > 0, hs_LMSE[jnp.maximum(i - 1, 0)], h0_MSE)
-      gh_MSE = gh_MSE + gy_ME[:, None] * C_MS[..., None]
-      a_MSE = jnp.exp(dt_ME[:, None] * A)
-      ga_MSE = gh_MSE * prev_MSE * a_MSE  # d/d(dt A) of exp(dt A) h_{t-1}.
-      gbu_ME = jnp.sum(gh_MSE * B_MS[..., None], 1)  # d/d(dt u).
-      gA = gA + reduce_rows(ga_MSE * dt_ME[:, None])
-      gu = _put(gu, gbu_ME * dt_ME, i)
-      gdt = _put(gdt, jnp.sum(ga_MSE * A, 1) + gbu_ME * u_ME, i)
-      gB = _put(gB, jnp.sum(gh_MSE * (dt_ME * u_ME)[:, None], -1), i)
-      gC = _put(gC, jnp.sum(gy_ME[:, None] * hs_LMSE[i], -1), i)
-      return a_MSE * gh_MSE, gA, gu, gdt, gB, gC
+    # g_t = gy_t C_t + a_{t+1} g_{t+1}: the loop carries a_{t+1} g_{t+1} (gh at the chunk's end).
+    def step(g_next, xs):
+      a, c = xs
+      g = g_next + c
+      return a * g, g
 
-    zeros = lambda d: jnp.zeros((rows, chunk, d), u.dtype)
-    gh_MSE, gA, *grads = jax.lax.fori_loop(
-        0, chunk, step, (gh_MSE, gA, zeros(width), zeros(width), zeros(state), zeros(state)))
-    return (gh_MSE, gA), grads
+    gh_MSE, g_TMSE = jax.lax.scan(step, gh_MSE, (a_TMSE, gy[:, :, None] * C[..., None]),
+                                  reverse=True)
+    prev_TMSE = jnp.concatenate([h0_MSE[None], hs_TMSE[:-1]])
+    ga_TMSE = g_TMSE * prev_TMSE * a_TMSE  # d/d(dt A) of exp(dt A) h_{t-1}.
+    gbu_TME = jnp.sum(g_TMSE * B[..., None], 2)  # d/d(dt u).
+    gA = gA + jnp.sum(ga_TMSE * dt[:, :, None], (0,) if per_row else (0, 1))
+    gu = gbu_TME * dt
+    gdt = jnp.sum(ga_TMSE * A, 2) + gbu_TME * u
+    gB = jnp.sum(g_TMSE * dtu_TME[:, :, None], -1)
+    gC = jnp.sum(hs_TMSE * gy[:, :, None], -1)
+    return (gh_MSE, gA), (gu, gdt, gB, gC)
 
-  (gh_MSE, gA), grads = jax.lax.scan(body, (gh_MSE, jnp.zeros_like(A)),
-                                     jnp.arange(u.shape[1] // chunk), reverse=True)
+  xs = (h_JMSE, *_split(chunk, u, dt, B, C, gy))
+  (gh_MSE, gA), grads = jax.lax.scan(body, (gh_MSE, jnp.zeros_like(A)), xs, reverse=True)
   gu, gdt, gB, gC = (_join(g) for g in grads)
   return gu, gdt, gA, gB, gC, gh_MSE
 
 
-def _join(x_JMT_):
-  """Chunks back into time: (J, M, T, ...) -> (M, J*T, ...)."""
-  x = jnp.swapaxes(x_JMT_, 0, 1)
+def _split(chunk, *xs_ML_):
+  """(M, J*T, ...) -> chunks, time-major: (J, T, M, ...)."""
+  return [jnp.moveaxis(x.reshape(x.shape[0], -1, chunk, *x.shape[2:]), 0, 2) for x in xs_ML_]
+
+
+def _join(x_JTM_):
+  """Chunks back into time: (J, T, M, ...) -> (M, J*T, ...)."""
+  x = jnp.moveaxis(x_JTM_, 2, 0)
   return x.reshape(x.shape[0], -1, *x.shape[3:])
 
 

@@ -16,8 +16,9 @@ Methods, all differentiable and equal up to float32 rounding:
   chunked      lax.scan over chunks carrying the state, associative inside each chunk, each
                chunk rematerialised in the backward pass: memory grows with the chunk, not L.
   chunked_sequential  the same chunks, sequential inside (3-4x "chunked" on CPU).
-  blocked      chunked_sequential in row blocks with a (rows, S, E) state and a hand-written VJP
-               (inn_jax.ops.blocked_scan): the fastest CPU path, ~2.4x chunked_sequential.
+  blocked      time chunks in row blocks sized to a core's cache, only the recurrence in the loops,
+               a hand-written VJP (inn_jax.ops.blocked_scan): the CPU path; chunk_size bounds
+               its chunk (16 steps at most).
   pallas       the fused GPU kernel (inn_jax.ops.pallas_scan).
   auto         pallas on a GPU the kernel supports and where it passes a check against chunked
                (once per device kind and process; else chunked, with one warning), blocked on
