@@ -1,10 +1,12 @@
 """Inter-neuron communication: the second half of each INN layer (Eq. 1's sum over j).
 
 Each token's population talks on its own: the routing is a function of one (batch, time)
-position's N neurons, (N, D) -> (N, D), mapped over batch and time with jax.vmap. Under a mesh
-whose neuron axis splits the population, each device holds the queries of its own neurons and
-gathers the keys and values of all of them: one all-gather per layer (a reduce-scatter in the
-backward pass), the only exchange the attention needs.
+position's N neurons, (N, D) -> (N, D). It runs on the population where it lies, x_BNLD: the
+attention is two batched contractions over the neuron axis with (batch, time, head) as batch
+axes, logits in float32 (no vmap over tokens, whose batching moved the population around every
+attention). Under a mesh whose neuron axis splits the population, each device holds the queries
+of its own neurons and gathers the keys and values of all of them: one all-gather per layer (a
+reduce-scatter in the backward pass), the only exchange the attention needs.
 """
 
 from __future__ import annotations
@@ -69,15 +71,20 @@ class CommunicationConfig(typed.Config):
     return self.n_heads, width // self.n_heads
 
 
-def attend(q_nHK, kv_N2HK, keep_nHN=None):
-  """One token's attention: the queries of n neurons (this device's; n = N unless the population
-  is split over devices) over the keys and values of all N, dropout's scaled mask `keep` applied
-  to the weights. Returns (o_nHK, weights_nHN)."""
-  k_NHK, v_NHK = kv_N2HK[:, 0], kv_N2HK[:, 1]
-  logits_nHN = jnp.einsum("nhk,mhk->nhm", q_nHK, k_NHK, preferred_element_type=jnp.float32)
-  w_nHN = jax.nn.softmax(logits_nHN * q_nHK.shape[-1] ** -0.5, axis=-1)
-  kept_nHN = w_nHN if keep_nHN is None else w_nHN * keep_nHN
-  return jnp.einsum("nhm,mhk->nhk", kept_nHN.astype(v_NHK.dtype), v_NHK), w_nHN
+def attend(q_BnLHK, kv_BNL2HK, keep_BnLHN=None):
+  """Every token's attention: the queries of n neurons (this device's; n = N unless the
+  population is split over devices) over the keys and values of all N (stacked on axis 3), at
+  each (batch, time) position; dropout's scaled mask `keep` applied to the weights. Returns
+  (o_BnLHK, weights_BLHnN): the contractions' own (batch, time, head)-major order for the
+  weights."""
+  k_BNLHK, v_BNLHK = kv_BNL2HK[:, :, :, 0], kv_BNL2HK[:, :, :, 1]
+  logits_BLHnN = jnp.einsum("bnlhk,bmlhk->blhnm", q_BnLHK, k_BNLHK,
+                            preferred_element_type=jnp.float32)
+  w_BLHnN = jax.nn.softmax(logits_BLHnN * q_BnLHK.shape[-1] ** -0.5, axis=-1)
+  kept_BLHnN = w_BLHnN if keep_BnLHN is None else w_BLHnN * jnp.einsum("bnlhm->blhnm",
+                                                                       keep_BnLHN)
+  o_BnLHK = jnp.einsum("blhnm,bmlhk->bnlhk", kept_BLHnN.astype(v_BNLHK.dtype), v_BNLHK)
+  return o_BnLHK, w_BLHnN
 
 
 def static(v_ND):
@@ -134,27 +141,36 @@ class Communication(nnx.Module):
     if self.kind == "static":
       return self.out_proj(over_tokens(static)(self.in_proj(x_BNLD)))
     batch, n, length, width = x_BNLD.shape
-    heads = lambda a: a.reshape(batch, n, length, -1, self.n_heads, self.head_dim)
-    qkv = heads(self.in_proj(x_BNLD))  # (B, N, L, 3, H, K)
     keep_BNLHN = None
     off = self.dropout.deterministic if deterministic is None else deterministic
     if not off and self.dropout.rate > 0:
       keep_BNLHN = self.dropout(jnp.ones((batch, n, length, self.n_heads, n), jnp.float32),
                                 deterministic=False, rngs=rngs)
-    o_BNLHK, w_BNLHN = _exchange(qkv[:, :, :, 0], qkv[:, :, :, 1:], keep_BNLHN)
+    o_BNLHK, *w = _exchange(*self._qkv(x_BNLD), keep_BNLHN, self.record)
     if self.record:  # For the connectivity analysis (Figure 3); off in training.
+      (w_BNLHN,) = w
       w_THNN = jnp.moveaxis(w_BNLHN, 1, 3).reshape(batch * length, self.n_heads, n, n)
       self.sow(nnx.Intermediate, "attention_THNN", w_THNN)
     return self.out_proj(o_BNLHK.reshape(batch, n, length, self.n_heads * self.head_dim))
 
+  def _qkv(self, x_BNLD):
+    """q (B, N, L, H, K) and the keys and values stacked, kv (B, N, L, 2, H, K): the fused
+    in-projection's one matmul, split. (One matmul keeps its weight's gradient whole: under a
+    mesh, one all-reduce of the parameter's shape, not one per column block. Keys and values stay
+    one array so a split population gathers them in one all-gather.)"""
+    batch, n, length, _ = x_BNLD.shape
+    qkv_BNL3HK = self.in_proj(x_BNLD).reshape(batch, n, length, 3, self.n_heads, self.head_dim)
+    return qkv_BNL3HK[:, :, :, 0], qkv_BNL3HK[:, :, :, 1:]
 
-def _exchange(q_BNLHK, kv_BNL2HK, keep_BNLHN):
-  """Every token's attention over the population: (o_BNLHK, weights_BNLHN). With the neuron axis
-  split over devices, each device gathers all neurons' keys and values and attends with its own
-  neurons' queries."""
-  if keep_BNLHN is None:
-    return sharding.population_map(
-        lambda gather, q, kv: over_tokens(attend)(q, gather(kv)), q_BNLHK, kv_BNL2HK)
-  return sharding.population_map(
-      lambda gather, q, kv, keep: over_tokens(attend)(q, gather(kv), keep),
-      q_BNLHK, kv_BNL2HK, keep_BNLHN)
+
+def _exchange(q_BNLHK, kv_BNL2HK, keep_BNLHN, weights: bool):
+  """Every token's attention over the population: o_BNLHK, and with `weights` the attention
+  weights, (o_BNLHK, weights_BNLHN), put back in the population's layout to be split as it is.
+  With the neuron axis split over devices, each device gathers all neurons' keys and values and
+  attends with its own neurons' queries."""
+  def fn(gather, q, kv, *keep):
+    o_BnLHK, w_BLHnN = attend(q, gather(kv), *keep)
+    return (o_BnLHK, jnp.einsum("blhnm->bnlhm", w_BLHnN)) if weights else (o_BnLHK,)
+
+  return sharding.population_map(fn, q_BNLHK, kv_BNL2HK,
+                                 *(() if keep_BNLHN is None else (keep_BNLHN,)))
