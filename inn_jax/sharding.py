@@ -91,6 +91,13 @@ def _mesh():
   return None if mesh.empty else mesh
 
 
+def one_device() -> bool:
+  """True where no mesh of more than one device is active: activations are whole arrays, so
+  their leading axes may be merged without a layout to keep."""
+  mesh = _mesh()
+  return mesh is None or mesh.size == 1
+
+
 _FIX = ("map the logical axes to your mesh with inn_jax.sharding.axis_rules((('batch', "
         "<data axis or None>), ('neurons', <model axis or None>)))")
 

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from inn_jax import sharding, typed
+from inn_jax.nn import neurons
 from inn_jax.nn.dropout import dropout as dropout_layer
 
 CommunicationKind = Literal["attention", "static", "workspace", "none"]
@@ -139,7 +140,8 @@ class Communication(nnx.Module):
     """a_BNLD. deterministic: dropout off (True) or on (False; None: the module's mode); rngs:
     a key or nnx.Rngs for this call's dropout masks instead of the module's stream."""
     if self.kind == "static":
-      return self.out_proj(over_tokens(static)(self.in_proj(x_BNLD)))
+      v_BNLD = neurons.on_rows(self.in_proj, x_BNLD)
+      return neurons.on_rows(self.out_proj, over_tokens(static)(v_BNLD))
     batch, n, length, width = x_BNLD.shape
     keep_BNLHN = None
     off = self.dropout.deterministic if deterministic is None else deterministic
@@ -151,7 +153,8 @@ class Communication(nnx.Module):
       (w_BNLHN,) = w
       w_THNN = jnp.moveaxis(w_BNLHN, 1, 3).reshape(batch * length, self.n_heads, n, n)
       self.sow(nnx.Intermediate, "attention_THNN", w_THNN)
-    return self.out_proj(o_BNLHK.reshape(batch, n, length, self.n_heads * self.head_dim))
+    o_BNLE = o_BNLHK.reshape(batch, n, length, self.n_heads * self.head_dim)
+    return neurons.on_rows(self.out_proj, o_BNLE)
 
   def _qkv(self, x_BNLD):
     """q (B, N, L, H, K) and the keys and values stacked, kv (B, N, L, 2, H, K): the fused
@@ -159,7 +162,8 @@ class Communication(nnx.Module):
     mesh, one all-reduce of the parameter's shape, not one per column block. Keys and values stay
     one array so a split population gathers them in one all-gather.)"""
     batch, n, length, _ = x_BNLD.shape
-    qkv_BNL3HK = self.in_proj(x_BNLD).reshape(batch, n, length, 3, self.n_heads, self.head_dim)
+    qkv_BNL3HK = neurons.on_rows(self.in_proj, x_BNLD).reshape(batch, n, length, 3,
+                                                                self.n_heads, self.head_dim)
     return qkv_BNL3HK[:, :, :, 0], qkv_BNL3HK[:, :, :, 1:]
 
 

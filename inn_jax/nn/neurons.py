@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from inn_jax import sharding
+from inn_jax import ops, sharding
 from inn_jax.sharding import NeuronParam
 
 
@@ -40,6 +40,23 @@ def per_step(p: nnx.Param):
   return value(p)[:, None] if isinstance(p, NeuronParam) else p[...]
 
 
+def cpu_layouts() -> bool:
+  """Whether to lay matmuls out for XLA's CPU backend: traced for a CPU (ops.targets_cpu) with no
+  mesh of more than one device (sharding.one_device), so leading axes may be merged freely."""
+  return ops.targets_cpu() and sharding.one_device()
+
+
+def on_rows(fn, x):
+  """fn, a map of x's last axis (a Dense or nnx.Linear); under cpu_layouts() with x's leading
+  axes merged into one row axis: the matmul and its weight gradient are then plain 2-D
+  products, which XLA's CPU backend runs faster than the same contraction over 3 or 4 axes
+  (benchmarks/cpu_layouts.py). Elsewhere fn(x) as it is: the same values."""
+  if x.ndim <= 2 or not cpu_layouts():
+    return fn(x)
+  y = fn(x.reshape(-1, x.shape[-1]))
+  return y.reshape(*x.shape[:-1], y.shape[-1])
+
+
 class Dense(nnx.Module):
   """x @ kernel on the last axis; with n_neurons, neuron n's inputs x[..., n, :, :] use kernel n.
 
@@ -54,9 +71,17 @@ class Dense(nnx.Module):
   def __call__(self, x):
     w = value(self.kernel).astype(self.dtype)
     x = x.astype(self.dtype)
-    if isinstance(self.kernel, NeuronParam):
+    if not isinstance(self.kernel, NeuronParam):
+      return on_rows(lambda x: jnp.einsum("...i,io->...o", x, w), x)
+    if x.ndim < 4 or not cpu_layouts():
       return jnp.einsum("...nli,nio->...nlo", x, w)
-    return jnp.einsum("...i,io->...o", x, w)
+    # On CPU: neuron-major rows, (N, B*L, X), so the product is one batched matmul with the
+    # batch axis leading (benchmarks/cpu_layouts.py); the einsum's own layout is slower on CPU.
+    *lead, n, length, _ = x.shape
+    x_NMI = jnp.moveaxis(x.reshape(-1, n, length, x.shape[-1]), 1, 0).reshape(n, -1, x.shape[-1])
+    y_NMO = jnp.einsum("nmi,nio->nmo", x_NMI, w)
+    y = jnp.moveaxis(y_NMO.reshape(n, -1, length, y_NMO.shape[-1]), 0, 1)
+    return y.reshape(*lead, n, length, y_NMO.shape[-1])
 
 
 def store_params(module: nnx.Module, param_dtype) -> None:

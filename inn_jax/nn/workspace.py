@@ -31,6 +31,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from inn_jax import sharding
+from inn_jax.nn import neurons
 from inn_jax.nn.dropout import dropout as dropout_layer
 
 CAP = 30.0  # Logit soft-cap: exp(30) * 1024 neurons stays far below float32's range.
@@ -95,7 +96,7 @@ class Workspace(nnx.Module):
     batch, n, length, _ = x_BNLD.shape
     h, k = self.n_heads, self.head_dim
     width = h * k  # The slots' and messages' width.
-    kv_BNL2HK = self.neuron_kv(x_BNLD).reshape(batch, n, length, 2, h, k)
+    kv_BNL2HK = neurons.on_rows(self.neuron_kv, x_BNLD).reshape(batch, n, length, 2, h, k)
     q_mHK = self.slot_queries[...].astype(x_BNLD.dtype).reshape(self.slots, h, k)
     off = self.dropout.deterministic if deterministic is None else deterministic
     active = not off and self.dropout.rate > 0
@@ -113,15 +114,16 @@ class Workspace(nnx.Module):
       write_BLmHN = jnp.exp(cap(logits_BLmHN)) / den_BLmH[..., None]
       self.sow(nnx.Intermediate, "write_BLmHN", write_BLmHN)
     slot_BLmD = slots_BLmHK.reshape(batch, length, self.slots, width).astype(x_BNLD.dtype)
-    skv_BLm2HK = self.slot_kv(slot_BLmD).reshape(batch, length, self.slots, 2, h, k)
-    q_BNLHK = self.neuron_q(x_BNLD).reshape(batch, n, length, h, k)
+    skv_BLm2HK = neurons.on_rows(self.slot_kv, slot_BLmD).reshape(batch, length, self.slots, 2,
+                                                                  h, k)
+    q_BNLHK = neurons.on_rows(self.neuron_q, x_BNLD).reshape(batch, n, length, h, k)
     per_token = jax.vmap(jax.vmap(read, in_axes=(1, 0, 0, None if keep_read is None else 1),
                                   out_axes=1), in_axes=0, out_axes=0)
     o_BNLHK, w_BNLHm = per_token(q_BNLHK, skv_BLm2HK[..., 0, :, :], skv_BLm2HK[..., 1, :, :],
                                  keep_read)
     if self.record:  # Who reads which slot (the analyses).
       self.sow(nnx.Intermediate, "read_BNLHm", w_BNLHm)
-    return self.out_proj(o_BNLHK.reshape(batch, n, length, width))
+    return neurons.on_rows(self.out_proj, o_BNLHK.reshape(batch, n, length, width))
 
 
 def _write_all(q_mHK, kv_BNL2HK, keep_BLmHN):

@@ -75,6 +75,11 @@ def traced_for(capability: float):
     _TRACED_FOR.pop()
 
 
+def tracing_for_gpu() -> bool:
+  """True inside a traced_for block."""
+  return bool(_TRACED_FOR)
+
+
 def _capability() -> float | None:
   if _TRACED_FOR:
     return _TRACED_FOR[-1]

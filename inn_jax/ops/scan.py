@@ -109,6 +109,13 @@ def auto_method() -> str:
   return "blocked" if jax.default_backend() == "cpu" else "chunked"
 
 
+def targets_cpu() -> bool:
+  """True where what is traced now will run on a CPU: the default backend is the CPU and no
+  pallas_scan.traced_for block traces it for a GPU (inn_jax.roofline does). Layout choices that
+  pay only on XLA's CPU backend ask it (inn_jax.nn.neurons.on_rows)."""
+  return jax.default_backend() == "cpu" and not pallas_scan.tracing_for_gpu()
+
+
 # The check's problem, shaped as the INN uses the scan: leading (batch, neuron) axes with
 # per-neuron A, D, delta_bias, and a length of two 16-step Triton chunks (four 8-step Mosaic
 # ones) plus a remainder. Small: it runs once per process (about 30 s on CPU in interpret mode,
