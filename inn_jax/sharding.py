@@ -91,11 +91,18 @@ def _mesh():
   return None if mesh.empty else mesh
 
 
-def one_device() -> bool:
-  """True where no mesh of more than one device is active: activations are whole arrays, so
-  their leading axes may be merged without a layout to keep."""
+def explicit() -> bool:
+  """True under an Explicit mesh: every array's type carries its sharding (axes of size 1
+  included), and reshapes that merge split axes need an out_sharding."""
   mesh = _mesh()
-  return mesh is None or mesh.size == 1
+  return mesh is not None and mesh.are_all_axes_explicit
+
+
+def one_device() -> bool:
+  """True where arrays are whole and carry no layout to keep: no mesh, or an Auto mesh of one
+  device; their leading axes may then be merged freely."""
+  mesh = _mesh()
+  return mesh is None or (mesh.size == 1 and not mesh.are_all_axes_explicit)
 
 
 _FIX = ("map the logical axes to your mesh with inn_jax.sharding.axis_rules((('batch', "
@@ -184,12 +191,14 @@ def take_rows(table_VD, ids):
 def population_axes(lead: tuple[int, ...]) -> tuple[str | None, ...]:
   """The mesh axes of leading axes `lead` ((B,) or (B, N), more are not split) on the current
   mesh: the batch's and the neurons' mesh axes (None: not split; a size the axis does not divide
-  raises, as spec). () when nothing is split (no mesh, or only axes of size 1)."""
+  raises, as spec). () when nothing is split: no mesh, or an Auto one whose axes here have size
+  1 (on an Explicit mesh such axes stay named: arrays carry them in their types, so the callers'
+  per-device code runs under shard_map, where arrays are local)."""
   mesh = _mesh()
   if mesh is None:
     return ()
   axes = tuple(spec(lead[:2], POPULATION))
-  if all(a is None or mesh.shape[a] == 1 for a in axes):
+  if all(a is None or mesh.shape[a] == 1 for a in axes) and not mesh.are_all_axes_explicit:
     return ()
   # Axes of size 1 stay named: a shard_map would otherwise sum cotangents over them.
   return axes + (None,) * (len(lead) - len(axes))

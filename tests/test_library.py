@@ -17,7 +17,7 @@ from inn_jax import sharding
 from inn_jax.models import (INN, LSTM, MODELS, INNConfig, LSTMConfig, MambaStack,
                             MambaStackConfig, Transformer, TransformerConfig, build_model,
                             typed_config)
-from inn_jax.nn import CommunicationConfig, MambaConfig
+from inn_jax.nn import CommunicationConfig, MambaConfig, neurons
 
 CFG = INNConfig(d_model=16, n_layers=2, n_neurons=4,
                 memory=MambaConfig(expand=None, neuron_params="full", d_state=4, scan_chunk=8),
@@ -51,6 +51,35 @@ def test_the_default_mesh_and_both_axis_types_compute_what_one_device_does(axis_
   mesh = jax.make_mesh((2, 2), ("data", "neuron"), **kw)
   with jax.set_mesh(mesh):
     model = inn()  # Built inside the mesh too (the embedding gather needs its out_sharding).
+    xs = jax.device_put(x, P("data"))
+    got = nnx.jit(lambda m, x: m(x))(model, xs)
+    grads = nnx.jit(nnx.grad(loss))(model, xs)
+  np.testing.assert_allclose(got, want_logits, rtol=1e-5, atol=1e-5)
+  chex.assert_trees_all_close(jax.tree.map(np.asarray, nnx.to_pure_dict(grads)),
+                              jax.tree.map(np.asarray, nnx.to_pure_dict(want_grads)),
+                              rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("axis_types,form", [
+    (AxisType.Explicit, "default"), (AxisType.Auto, "default"), (AxisType.Explicit, "workspace"),
+    (AxisType.Auto, "workspace"), (AxisType.Explicit, "sequential")])
+def test_a_one_device_mesh_computes_what_no_mesh_does(axis_types, form):
+  """A laptop's mesh, jax.make_mesh((1, 1), ...): on an Explicit one the arrays carry their
+  (size-1) axes in their types, so the scan, the attention and the workspace run their
+  per-device code under shard_map there (the workspace's slot queries passed in, not captured;
+  every scan method, the sequential one here), and the CPU layouts (inn_jax.nn.neurons.on_rows)
+  stay off; on an Auto one the layouts run. Forward and gradient equal no mesh's."""
+  config = {"default": CFG,
+            "sequential": CFG.replace(memory=CFG.memory.replace(scan_method="sequential")),
+            "workspace": CFG.replace(communication=CommunicationConfig(
+                kind="workspace", n_heads=2, slots=3, dropout=0.0))}[form]
+  x = tokens()
+  want_logits, want_grads = inn(config)(x), nnx.grad(loss)(inn(config), x)
+  mesh = jax.make_mesh((1, 1), ("data", "neuron"), axis_types=(axis_types,) * 2,
+                       devices=jax.devices()[:1])
+  with jax.set_mesh(mesh):
+    assert neurons.cpu_layouts() == (axis_types == AxisType.Auto)
+    model = inn(config)
     xs = jax.device_put(x, P("data"))
     got = nnx.jit(lambda m, x: m(x))(model, xs)
     grads = nnx.jit(nnx.grad(loss))(model, xs)

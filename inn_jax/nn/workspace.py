@@ -130,7 +130,9 @@ def _write_all(q_mHK, kv_BNL2HK, keep_BLmHN):
   """The slots of every token, (B, L, m, H, K), and the write softmax's denominators
   (B, L, m, H), from the whole population: per device the partial sums of its neurons, then
   one all-reduce over the neuron axis (population_sum)."""
-  def local(kv, keep=None):
+  # The slot queries go in as an argument (replicated), not closed over: shard_map refuses
+  # captured arrays typed with an Explicit mesh's axes.
+  def local(q_mHK, kv, keep=None):
     def one(kv_nL2HK, keep_LmHn):  # One batch row: over its L tokens.
       return jax.vmap(write, in_axes=(None, 1, 1, None if keep_LmHn is None else 0))(
           q_mHK, kv_nL2HK[:, :, 0], kv_nL2HK[:, :, 1], keep_LmHn)
@@ -138,9 +140,10 @@ def _write_all(q_mHK, kv_BNL2HK, keep_BLmHN):
     return jnp.concatenate([num_BLmHK, den_BLmH[..., None]], axis=-1)
 
   if keep_BLmHN is None:
-    total = sharding.population_sum(local, kv_BNL2HK, logical=[sharding.POPULATION])
+    total = sharding.population_sum(local, q_mHK, kv_BNL2HK, logical=[(), sharding.POPULATION])
   else:
     total = sharding.population_sum(
-        local, kv_BNL2HK, keep_BLmHN,
-        logical=[sharding.POPULATION, (sharding.BATCH, None, None, None, sharding.NEURONS)])
+        local, q_mHK, kv_BNL2HK, keep_BLmHN,
+        logical=[(), sharding.POPULATION,
+                 (sharding.BATCH, None, None, None, sharding.NEURONS)])
   return total[..., :-1] / total[..., -1:], total[..., -1]

@@ -90,7 +90,9 @@ def selective_scan(u: jax.Array, delta: jax.Array, A: jax.Array, B: jax.Array, C
   rows = dict(u=u, delta=delta, B=B, C=C, z=z, h0=h0)
   params = dict(A=A, D=D, delta_bias=delta_bias)
   fn = functools.partial(_local, softplus=delta_softplus, method=method, chunk_size=chunk_size)
-  if method in _PER_SHARD:
+  # On an Explicit mesh every method runs per shard: its rows are the lead axes merged, which
+  # arrays typed with the mesh's axes cannot be outside a shard_map.
+  if method in _PER_SHARD or sharding.explicit():
     fn = _per_shard(fn, u.ndim - 2, scan_args.param_axes(A), rows)
   # One scope around the whole op, so a profile or inn_jax.roofline finds the scan's own work
   # and its inputs and outputs (its backward runs under transpose(...selective_scan...)).
