@@ -82,10 +82,9 @@ def test_cpu_rows_are_the_layout_on_one_cpu_device():
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.skipif(len(jax.devices()) < 4, reason="needs 4 (fake) devices")
 def test_a_mesh_of_several_devices_keeps_the_population_layout():
-  """Under a 2 x 2 mesh the leading axes are split, so nothing merges them: the contractions as
-  written, with the same values as on one device."""
+  """Under a 2 x 2 mesh (tests/conftest.py gives 4 fake CPU devices) the leading axes are split,
+  so nothing merges them: the contractions as written, with the same values as on one device."""
   x = jax.random.normal(jax.random.key(3), (2, 2, 5, 4))
   layers = dense(2), dense(None)
   want = [np.asarray(layer(x)) for layer in layers]
