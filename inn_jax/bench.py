@@ -64,7 +64,8 @@ SMALL = {"inn": dict(d_model=64, n_layers=2, n_neurons=4, n_heads=4, d_state=8),
 # --inn_form -> the config variant (train.config.table_config): the paper's code, or ours.
 INN_FORMS = {"paper": "inn_paper", "default": "inn"}
 REMATS = ("none", "layer", "rows")  # inn_jax.models.inn.REMATS (tests keep them equal).
-SCAN_METHODS = ("sequential", "associative", "chunked", "chunked_sequential", "blocked", "pallas")
+SCAN_METHODS = ("sequential", "associative", "chunked", "chunked_sequential", "blocked", "cpu_kernel",
+                "pallas")
 # The targets against the paper's PyTorch INN: (measure, comparison, bound, kind, which INN
 # settings it applies to). Memory: one batch against the reference's one batch (K=1). Speed and
 # FLOP/s: the trainer's defaults (auto). A goal is reported apart from the target it exceeds.

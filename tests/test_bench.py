@@ -193,7 +193,7 @@ def tiny_run(tmp_path_factory):
     m.setenv("XLA_FLAGS", "--xla_backend_optimization_level=0")  # and faster compiles.
     m.chdir(out)  # The jobs run from any directory.
     bench.main(["--sizes", "small", "--models", "inn", "--inn_settings", "auto",
-                "--scan_methods", "blocked,pallas", "--batch", "4", "--seq", "8",
+                "--scan_methods", "cpu_kernel,pallas", "--batch", "4", "--seq", "8",
                 "--warmup", "0", "--steps", "1", "--matmul_sizes", "64", "--reps", "1",
                 "--out", "run", "--torch_ref", str(ref)])
   return out / "run"
@@ -214,7 +214,7 @@ def test_tiny_run_writes_positive_figures(tiny_run):
   assert r["flops"]["analytic_train_step"] == 3 * r["flops"]["analytic_forward_matmul"] > 0
   assert r["flops"]["xla_train_step"] > 0 and r["achieved_flops_per_s"]["analytic"] > 0
   scans = report["scan_methods"]
-  assert scans["blocked"] == r and "skipped" in scans["pallas"]  # CPU's auto method: not rerun.
+  assert scans["cpu_kernel"] == r and "skipped" in scans["pallas"]  # CPU's auto method: not rerun.
   (s,) = report["torch_reference"]["settings"]
   assert s["train_tokens_per_s_ratio"] == pytest.approx(r["train_tokens_per_s"] / 10.0)
   assert not s["same_model_and_shape"]  # The small INN, not the reference's model.
@@ -225,7 +225,7 @@ def test_tiny_run_markdown_has_every_table(tiny_run):
   md = (tiny_run / "bench_cpu.md").read_text()
   assert "| model | size | setting | params | batch x seq |" in md
   for section in ("| inn | small | auto (K=1), remat none |", "4 x 8 as 1 batch", "## FLOP/s",
-                  "Matmul peak float32", "## INN scan methods", "| blocked | auto (K=1)",
+                  "Matmul peak float32", "## INN scan methods", "| cpu_kernel | auto (K=1)",
                   "## Against the paper's PyTorch INN", "NOT like for like",
                   "INN form: paper"):
     assert section in md, section

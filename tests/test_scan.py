@@ -9,7 +9,8 @@ import pytest
 from inn_jax.ops import selective_scan
 from tests.trees import assert_trees_close
 
-XLA_METHODS = ("sequential", "associative", "chunked", "chunked_sequential", "blocked")
+# The methods that run on CPU (cpu_kernel: the compiled kernel, not XLA, but tested alike).
+XLA_METHODS = ("sequential", "associative", "chunked", "chunked_sequential", "blocked", "cpu_kernel")
 
 
 def make_inputs(batch=2, length=7, width=5, state=3, seed=0, dtype=jnp.float32):
@@ -196,10 +197,11 @@ def test_chunk_sizes_agree_and_state_continues():
                               atol=1e-6)
 
 
-def test_vmap_over_neurons():
+@pytest.mark.parametrize("method", ["chunked", "cpu_kernel"])
+def test_vmap_over_neurons(method):
   inp = make_inputs(length=7)
   stack = lambda x: jnp.stack([x, 2 * x])
-  f = lambda u: selective_scan(u, inp["delta"], inp["A"], inp["B"], inp["C"], method="chunked",
+  f = lambda u: selective_scan(u, inp["delta"], inp["A"], inp["B"], inp["C"], method=method,
                                chunk_size=4)
   y = jax.vmap(f)(stack(inp["u"]))
   np.testing.assert_allclose(y[1], f(2 * inp["u"]), rtol=1e-6, atol=1e-6)
@@ -217,7 +219,7 @@ def test_chunked_memory_is_bounded():
     return compiled.memory_analysis().temp_size_in_bytes
 
   assoc = temp_bytes("associative")
-  for method in ("chunked", "chunked_sequential", "blocked"):
+  for method in ("chunked", "chunked_sequential", "blocked", "cpu_kernel"):
     assert temp_bytes(method) * 4 <= assoc, (method, temp_bytes(method), assoc)
 
 
@@ -291,7 +293,7 @@ def test_checks_add_nothing_to_the_traced_computation(monkeypatch):
   assert jaxpr() == with_checks
 
 
-@pytest.mark.parametrize("method", ["pallas", "blocked"])
+@pytest.mark.parametrize("method", ["pallas", "blocked", "cpu_kernel"])
 def test_population_runs_per_shard_under_a_mesh(method):
   """(B, N) rows with per-neuron parameters split over (data, neuron): each device scans its own
   neurons with their own parameters; forward and gradients equal the unsplit sequential scan."""
@@ -308,7 +310,7 @@ def test_population_runs_per_shard_under_a_mesh(method):
   assert_trees_close(g, g_ref, rtol=1e-4, scaled_atol=1e-5)
 
 
-@pytest.mark.parametrize("method", ["pallas", "blocked"])
+@pytest.mark.parametrize("method", ["pallas", "blocked", "cpu_kernel"])
 def test_runs_per_shard_under_a_mesh(method):
   """Under a (data, neuron) mesh, loops over rows run on each device's rows via shard_map."""
   inp = make_inputs(batch=4, length=5, width=4, state=2)

@@ -202,7 +202,7 @@ def test_explicit_pallas_skips_the_check_and_raises(monkeypatch):
 def test_unsupported_backend_runs_no_check(monkeypatch):
   monkeypatch.setattr(pallas_scan, "is_supported", lambda: False)
   monkeypatch.setattr(pallas_scan, "selective_scan", _raises_while_tracing)
-  assert scan.auto_method() == "blocked"  # CPU
+  assert scan.auto_method() == scan._cpu_kernel_checked()  # CPU: tests/test_cpu_scan.py.
   assert scan._pallas_checked.cache_info().misses == 0
 
 

@@ -19,10 +19,14 @@ Methods, all differentiable and equal up to float32 rounding:
   blocked      time chunks in row blocks sized to a core's cache, only the recurrence in the loops,
                a hand-written VJP (inn_jax.ops.blocked_scan): the CPU path; chunk_size bounds
                its chunk (16 steps at most).
+  cpu_kernel   the recurrence compiled from C++ for the host CPU and called through XLA's FFI,
+               with its own VJP (inn_jax.ops.cpu_scan): one pass per row, the state in L1;
+               needs a C++ compiler (built once per machine and cached).
   pallas       the fused GPU kernel (inn_jax.ops.pallas_scan).
   auto         pallas on a GPU the kernel supports and where it passes a check against chunked
-               (once per device kind and process; else chunked, with one warning), blocked on
-               CPU, chunked elsewhere.
+               (once per device kind and process; else chunked, with one warning); on CPU
+               cpu_kernel where it builds and passes the same check against blocked (else
+               blocked, with one warning); chunked elsewhere.
 """
 
 from __future__ import annotations
@@ -38,12 +42,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from inn_jax import sharding
-from inn_jax.ops import blocked_scan, pallas_scan, scan_args
+from inn_jax.ops import blocked_scan, cpu_scan, pallas_scan, scan_args
 
 ScanMethod = typing.Literal["auto", "sequential", "associative", "chunked", "chunked_sequential",
-                            "blocked", "pallas"]
+                            "blocked", "cpu_kernel", "pallas"]
 METHODS: tuple[str, ...] = typing.get_args(ScanMethod)
-_PER_SHARD = ("blocked", "pallas")  # Loops over rows XLA must not partition: run per device.
+_PER_SHARD = ("blocked", "cpu_kernel", "pallas")  # Loops over rows XLA must not partition: run per device.
 _HI = jax.lax.Precision.HIGHEST
 
 
@@ -105,10 +109,13 @@ def selective_scan(u: jax.Array, delta: jax.Array, A: jax.Array, B: jax.Array, C
 def auto_method() -> str:
   """The path method="auto" runs on the default backend: "pallas" where the fused kernel is
   supported (pallas_scan.is_supported) and passes _pallas_checked, else "chunked" (after one
-  warning); "blocked" on CPU; "chunked" elsewhere. Safe to call while tracing."""
+  warning); on CPU "cpu_kernel" where it builds and passes _cpu_kernel_checked, else "blocked"
+  (after one warning); "chunked" elsewhere. Safe to call while tracing."""
   if pallas_scan.is_supported():
     return _pallas_checked(jax.devices()[0].device_kind)
-  return "blocked" if jax.default_backend() == "cpu" else "chunked"
+  if jax.default_backend() == "cpu":
+    return _cpu_kernel_checked()
+  return "chunked"
 
 
 def targets_cpu() -> bool:
@@ -161,6 +168,31 @@ def _pallas_checked(device_kind: str) -> str:
   return "chunked"
 
 
+@functools.cache
+def _cpu_kernel_checked() -> str:
+  """"cpu_kernel" if inn_jax.ops.cpu_scan builds here and, run through _local as
+  method="cpu_kernel" runs it, its y, final state and gradients equal "blocked"'s on the check
+  problem within _CHECK_TOL; else "blocked", after one warning saying why (once per process)."""
+  if not cpu_scan.available():
+    problem = cpu_scan.unavailable_reason()
+  else:
+    args, cotangents = _check_problem()
+    want = _check_run("blocked", args, cotangents)
+    try:
+      got = _check_run("cpu_kernel", args, cotangents)
+    except Exception as e:  # A kernel that fails to run cannot be trusted either.
+      lines = str(e).strip().splitlines()
+      problem = f"cpu_scan failed to run: {type(e).__name__}" + (f": {lines[0]}" if lines else "")
+    else:
+      problem = _check_mismatch(got, want, "blocked")
+      problem = problem and f"cpu_scan {problem}"
+  if problem is None:
+    return "cpu_kernel"
+  warnings.warn(f"selective_scan: method='auto' uses 'blocked' on this CPU: {problem}",
+                stacklevel=3)
+  return "blocked"
+
+
 def _check_problem():
   """The check's inputs and loss cotangents (for y and the final state), NumPy float32."""
   rng = np.random.default_rng(0)
@@ -203,7 +235,7 @@ def _outside_traces(fn):
     return pool.submit(lambda: jax.tree.map(np.asarray, fn())).result()
 
 
-def _check_mismatch(got, want) -> str | None:
+def _check_mismatch(got, want, against: str = "chunked") -> str | None:
   """None if every output of got equals want's within _CHECK_TOL (relative, and of the
   output's largest magnitude); else what differs, for the warning."""
   for name, w in want.items():
@@ -212,7 +244,7 @@ def _check_mismatch(got, want) -> str | None:
     bound = _CHECK_TOL * (np.abs(w) + np.abs(w).max())
     if not np.all(error <= bound):  # NaN fails too, and counts as an infinite error.
       worst = float(np.where(np.isnan(error), np.inf, error).max())
-      return f"disagrees with chunked: max abs error {worst:.3g} in {name}"
+      return f"disagrees with {against}: max abs error {worst:.3g} in {name}"
   return None
 
 
@@ -242,7 +274,8 @@ def _local(rows, params, *, softplus, method, chunk_size):
           "chunked": functools.partial(_chunked, chunk_size=chunk_size, inner=_associative),
           "chunked_sequential": functools.partial(_chunked, chunk_size=chunk_size,
                                                   inner=_sequential),
-          "blocked": functools.partial(blocked_scan.scan, chunk_size=chunk_size)}[method]
+          "blocked": functools.partial(blocked_scan.scan, chunk_size=chunk_size),
+          "cpu_kernel": functools.partial(cpu_scan.scan, chunk_size=chunk_size)}[method]
   y_MLE, h_MES = core(to_rows(u32), to_rows(dt), A, to_rows(rows["B"].astype(f32)),
                       to_rows(rows["C"].astype(f32)), h0)
   y = y_MLE.reshape(*lead, length, width)

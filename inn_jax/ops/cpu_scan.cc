@@ -1,0 +1,277 @@
+// The selective scan as two XLA FFI handlers for CPUs: forward and its VJP, each one pass over
+// the rows with the whole recurrence in registers and L1 (inn_jax/ops/cpu_scan.py builds this
+// file with the host's C++ compiler and registers it; its docstring states the contract).
+//
+// Shapes (row-major, leading axes merged into M rows): u, dt, y, gu, gdt (M, L, E); B, C, gB,
+// gC (M, L, S); A, gA, h0, hT, gh0, ghT (M, S, E); hc, the state at each chunk's start
+// (M, J, S, E), J = ceil(L / chunk). The state is laid out (S, E): E, contiguous, is the vector
+// axis, so every inner loop below is a unit-stride loop the compiler vectorises.
+//
+//   forward   h_t = exp(dt_t A) h_{t-1} + dt_t u_t B_t,  y_t = sum_s h_t C_t
+//   backward  g_t = gy_t C_t + a_{t+1} g_{t+1} (g = dL/dh_t), a_t = exp(dt_t A); per chunk, in
+//             reverse, the chunk's states and decays are recomputed from hc into a buffer.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+// exp(x) for float32, written so that the loops calling it vectorise (std::exp does not without
+// -ffast-math): Cody-Waite range reduction x = k ln2 + r, |r| <= ln2 / 2, and Cephes' degree-6
+// polynomial for exp(r) (relative error about 1e-7). x is clamped to [-87.3, 88.3], where 2^k
+// stays a normal float: below it exp underflows to within 1.2e-38 of 0, above it the result
+// (2e38) stands in for float overflow. A NaN input gives NaN through r.
+inline float exp_f32(float x) {
+  x = x < -87.3f ? -87.3f : x;
+  x = x > 88.3f ? 88.3f : x;
+  const float k = __builtin_floorf(x * 1.44269504088896341f + 0.5f);
+  const float r = x - k * 0.693359375f + k * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(k) + 127) << 23;
+  return p * __builtin_bit_cast(float, bits);
+}
+
+struct Dims {
+  int64_t rows, length, width, state, chunk, chunks;
+};
+
+// Runs fn(first_row, end_row) on up to hardware_concurrency threads (the calling one included).
+template <typename Fn>
+void over_rows(int64_t rows, Fn fn) {
+  int64_t threads = std::max<int64_t>(1, std::thread::hardware_concurrency());
+  threads = std::min(threads, rows);
+  if (threads <= 1) {
+    fn(0, rows);
+    return;
+  }
+  std::vector<std::thread> pool;
+  const int64_t per = (rows + threads - 1) / threads;
+  for (int64_t start = per; start < rows; start += per) {
+    pool.emplace_back(fn, start, std::min(rows, start + per));
+  }
+  fn(0, std::min(rows, per));
+  for (auto& t : pool) t.join();
+}
+
+ffi::Error check(ffi::Buffer<ffi::F32>& u, ffi::Buffer<ffi::F32>& B, ffi::Buffer<ffi::F32>& A,
+                 int64_t chunk, Dims* d) {
+  auto ud = u.dimensions();
+  auto bd = B.dimensions();
+  if (ud.size() < 2 || bd.size() < 2 || chunk < 1) {
+    return ffi::Error::InvalidArgument("cpu_scan: u and B need (rows, L, ...) and chunk >= 1");
+  }
+  d->length = ud[ud.size() - 2];
+  d->width = ud[ud.size() - 1];
+  d->state = bd[bd.size() - 1];
+  const int64_t per_row = d->length * d->width;
+  d->rows = per_row ? static_cast<int64_t>(u.element_count()) / per_row : 0;
+  if (static_cast<int64_t>(B.element_count()) != d->rows * d->length * d->state ||
+      static_cast<int64_t>(A.element_count()) != d->rows * d->state * d->width) {
+    return ffi::Error::InvalidArgument("cpu_scan: B, C and A disagree with u's rows");
+  }
+  d->chunk = chunk;
+  d->chunks = (d->length + chunk - 1) / chunk;
+  return ffi::Error::Success();
+}
+
+ffi::Error Forward(ffi::Buffer<ffi::F32> u, ffi::Buffer<ffi::F32> dt, ffi::Buffer<ffi::F32> A,
+                   ffi::Buffer<ffi::F32> B, ffi::Buffer<ffi::F32> C, ffi::Buffer<ffi::F32> h0,
+                   int64_t chunk, ffi::ResultBuffer<ffi::F32> y,
+                   ffi::ResultBuffer<ffi::F32> hT, ffi::ResultBuffer<ffi::F32> hc) {
+  Dims d;
+  if (ffi::Error e = check(u, B, A, chunk, &d); e.failure()) return e;
+  const int64_t L = d.length, E = d.width, S = d.state, SE = d.state * d.width;
+  const float* pu = u.typed_data();
+  const float* pdt = dt.typed_data();
+  const float* pA = A.typed_data();
+  const float* pB = B.typed_data();
+  const float* pC = C.typed_data();
+  const float* ph0 = h0.typed_data();
+  float* py = y->typed_data();
+  float* phT = hT->typed_data();
+  float* phc = hc->typed_data();
+  over_rows(d.rows, [&](int64_t first, int64_t end) {
+    std::vector<float> dtu(E);
+    for (int64_t m = first; m < end; ++m) {
+      const float* __restrict Am = pA + m * SE;
+      float* __restrict h = phT + m * SE;  // The running state, left as the final one.
+      std::memcpy(h, ph0 + m * SE, SE * sizeof(float));
+      for (int64_t t = 0; t < L; ++t) {
+        if (t % d.chunk == 0) {
+          std::memcpy(phc + (m * d.chunks + t / d.chunk) * SE, h, SE * sizeof(float));
+        }
+        const float* __restrict dtt = pdt + (m * L + t) * E;
+        const float* __restrict ut = pu + (m * L + t) * E;
+        const float* __restrict Bt = pB + (m * L + t) * S;
+        const float* __restrict Ct = pC + (m * L + t) * S;
+        float* __restrict yt = py + (m * L + t) * E;
+        #pragma omp simd
+        for (int64_t e = 0; e < E; ++e) {
+          dtu[e] = dtt[e] * ut[e];
+          yt[e] = 0.0f;
+        }
+        for (int64_t s = 0; s < S; ++s) {
+          const float b = Bt[s], c = Ct[s];
+          float* __restrict hs = h + s * E;
+          const float* __restrict As = Am + s * E;
+          #pragma omp simd
+          for (int64_t e = 0; e < E; ++e) {
+            const float hn = exp_f32(dtt[e] * As[e]) * hs[e] + dtu[e] * b;
+            hs[e] = hn;
+            yt[e] += hn * c;
+          }
+        }
+      }
+    }
+  });
+  return ffi::Error::Success();
+}
+
+ffi::Error Backward(ffi::Buffer<ffi::F32> u, ffi::Buffer<ffi::F32> dt, ffi::Buffer<ffi::F32> A,
+                    ffi::Buffer<ffi::F32> B, ffi::Buffer<ffi::F32> C, ffi::Buffer<ffi::F32> hc,
+                    ffi::Buffer<ffi::F32> gy, ffi::Buffer<ffi::F32> ghT, int64_t chunk,
+                    ffi::ResultBuffer<ffi::F32> gu, ffi::ResultBuffer<ffi::F32> gdt,
+                    ffi::ResultBuffer<ffi::F32> gA, ffi::ResultBuffer<ffi::F32> gB,
+                    ffi::ResultBuffer<ffi::F32> gC, ffi::ResultBuffer<ffi::F32> gh0) {
+  Dims d;
+  if (ffi::Error e = check(u, B, A, chunk, &d); e.failure()) return e;
+  const int64_t L = d.length, E = d.width, S = d.state, SE = d.state * d.width, T = d.chunk;
+  const float* pu = u.typed_data();
+  const float* pdt = dt.typed_data();
+  const float* pA = A.typed_data();
+  const float* pB = B.typed_data();
+  const float* pC = C.typed_data();
+  const float* phc = hc.typed_data();
+  const float* pgy = gy.typed_data();
+  const float* pghT = ghT.typed_data();
+  float* pgu = gu->typed_data();
+  float* pgdt = gdt->typed_data();
+  float* pgA = gA->typed_data();
+  float* pgB = gB->typed_data();
+  float* pgC = gC->typed_data();
+  float* pgh0 = gh0->typed_data();
+  over_rows(d.rows, [&](int64_t first, int64_t end) {
+    // One chunk's states h_{t0-1} .. h_{t0+T-1} (T + 1 of them) and decays a_t, (S, E) each.
+    std::vector<float> hs((T + 1) * SE), as(T * SE), gbu(E), gd(E);
+    for (int64_t m = first; m < end; ++m) {
+      const float* __restrict Am = pA + m * SE;
+      float* __restrict gAm = pgA + m * SE;
+      float* __restrict g = pgh0 + m * SE;  // Carries a_{t+1} g_{t+1}; ends as dL/dh_0.
+      std::fill(gAm, gAm + SE, 0.0f);
+      std::memcpy(g, pghT + m * SE, SE * sizeof(float));
+      for (int64_t j = d.chunks - 1; j >= 0; --j) {
+        const int64_t t0 = j * T, n = std::min(T, L - t0);
+        std::memcpy(hs.data(), phc + (m * d.chunks + j) * SE, SE * sizeof(float));
+        for (int64_t i = 0; i < n; ++i) {  // Recompute the chunk: h_{t0+i} into hs[i + 1].
+          const int64_t t = t0 + i;
+          const float* __restrict dtt = pdt + (m * L + t) * E;
+          const float* __restrict ut = pu + (m * L + t) * E;
+          const float* __restrict Bt = pB + (m * L + t) * S;
+          const float* __restrict prev = hs.data() + i * SE;
+          float* __restrict next = hs.data() + (i + 1) * SE;
+          float* __restrict at = as.data() + i * SE;
+          for (int64_t s = 0; s < S; ++s) {
+            const float b = Bt[s];
+            #pragma omp simd
+            for (int64_t e = 0; e < E; ++e) {
+              const float a = exp_f32(dtt[e] * Am[s * E + e]);
+              at[s * E + e] = a;
+              next[s * E + e] = a * prev[s * E + e] + dtt[e] * ut[e] * b;
+            }
+          }
+        }
+        for (int64_t i = n - 1; i >= 0; --i) {
+          const int64_t t = t0 + i;
+          const float* __restrict dtt = pdt + (m * L + t) * E;
+          const float* __restrict ut = pu + (m * L + t) * E;
+          const float* __restrict Bt = pB + (m * L + t) * S;
+          const float* __restrict Ct = pC + (m * L + t) * S;
+          const float* __restrict gyt = pgy + (m * L + t) * E;
+          const float* __restrict prev = hs.data() + i * SE;
+          const float* __restrict cur = hs.data() + (i + 1) * SE;
+          const float* __restrict at = as.data() + i * SE;
+          float* __restrict gBt = pgB + (m * L + t) * S;
+          float* __restrict gCt = pgC + (m * L + t) * S;
+          #pragma omp simd
+          for (int64_t e = 0; e < E; ++e) {
+            gbu[e] = 0.0f;
+            gd[e] = 0.0f;
+          }
+          for (int64_t s = 0; s < S; ++s) {
+            const float b = Bt[s], c = Ct[s];
+            float gb = 0.0f, gc = 0.0f;
+            #pragma omp simd
+            for (int64_t e = 0; e < E; ++e) {
+              const int64_t k = s * E + e;
+              const float gk = g[k] + gyt[e] * c;           // g_t
+              const float ga = gk * prev[k] * at[k];        // d/d(dt A)
+              gAm[k] += ga * dtt[e];
+              gd[e] += ga * Am[k];
+              gbu[e] += gk * b;                             // d/d(dt u)
+              gb += gk * dtt[e] * ut[e];
+              gc += cur[k] * gyt[e];
+              g[k] = at[k] * gk;                            // a_t g_t, for step t - 1
+            }
+            gBt[s] = gb;
+            gCt[s] = gc;
+          }
+          float* __restrict gut = pgu + (m * L + t) * E;
+          float* __restrict gdtt = pgdt + (m * L + t) * E;
+          #pragma omp simd
+          for (int64_t e = 0; e < E; ++e) {
+            gut[e] = gbu[e] * dtt[e];
+            gdtt[e] = gd[e] + gbu[e] * ut[e];
+          }
+        }
+      }
+    }
+  });
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(InnScanForward, Forward,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // u
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // dt
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // A
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // B
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // C
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // h0
+                                  .Attr<int64_t>("chunk")
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // y
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // hT
+                                  .Ret<ffi::Buffer<ffi::F32>>());  // hc
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(InnScanBackward, Backward,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // u
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // dt
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // A
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // B
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // C
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // hc
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // gy
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // ghT
+                                  .Attr<int64_t>("chunk")
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // gu
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // gdt
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // gA
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // gB
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // gC
+                                  .Ret<ffi::Buffer<ffi::F32>>());  // gh0

@@ -1,0 +1,206 @@
+"""The selective scan as a compiled CPU kernel: cpu_scan.cc, built once per machine with the host's
+C++ compiler against jaxlib's XLA FFI headers, called through jax.ffi, with its own VJP.
+
+Why a kernel: XLA runs a scan on CPU as a loop of small ops, each step's arithmetic a few
+fusions that stream the state through memory (inn_jax.ops.blocked_scan keeps that stream in
+cache; it is still a loop of ops). Here each row's whole recurrence runs in one pass with its
+(S, E) state in L1 and the loops vectorised over E; rows run on the machine's cores. The
+forward keeps the state at each chunk's start (M, J, S, E); the backward walks the chunks in
+reverse, recomputing each chunk's states and decays from it into a buffer, then runs the
+adjoint recurrence (blocked_scan's docstring writes it out).
+
+Contract: `scan` takes and returns what blocked_scan.scan does (rows: u, dt (M, L, E); A (E, S)
+shared or (M, E, S) per row; B, C (M, L, S); h (M, E, S); float32) and is differentiable in all
+of them; jit, grad and vmap compose with it (a vmapped call runs as one call over the vmapped
+axes merged into its rows). It runs only on the CPU backend, on each device's own rows
+(inn_jax.ops.scan runs it per shard). exp is a vectorisable polynomial (relative error about
+1e-7, cpu_scan.cc), so results match the XLA paths to float32 rounding, not bit for bit.
+
+Building: the first `available()` in a process compiles cpu_scan.cc (a few seconds) into a cache
+directory ($INN_JAX_CACHE, else $XDG_CACHE_HOME/inn_jax, else ~/.cache/inn_jax), named by a hash
+of the source, flags, compiler, jaxlib version and CPU, and loads it; later processes load it.
+The compiler is $CXX, else c++, g++ or clang++ on PATH. Where none builds it, available() is
+False and `unavailable_reason()` says why; method="auto" then runs blocked_scan.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import pathlib
+import platform
+import shutil
+import subprocess
+import tempfile
+
+import jax
+import jax.numpy as jnp
+import jaxlib
+import numpy as np
+
+SOURCE = pathlib.Path(__file__).with_name("cpu_scan.cc")
+# Steps per chunk: the backward's buffer of a chunk's states and decays, 2 T S E floats (128 KiB
+# at the INN's S = 8, E = 128), stays in a core's L2.
+MAX_CHUNK = 16
+_FLAGS = ("-O3", "-std=c++17", "-fPIC", "-shared", "-fopenmp-simd", "-fno-trapping-math",
+          "-fno-math-errno", "-pthread")
+_NATIVE = ("-march=native",)  # Tried first; dropped where the compiler rejects it.
+_TARGETS = {"forward": "inn_jax_scan_forward", "backward": "inn_jax_scan_backward"}
+_SYMBOLS = {"forward": "InnScanForward", "backward": "InnScanBackward"}
+# The build this process registered (its key names its targets) and its library, kept loaded.
+_REGISTERED: dict = {}
+
+
+class Unavailable(RuntimeError):
+  """The kernel cannot be built or loaded here; the message says why and what to do."""
+
+
+def available() -> bool:
+  """True where the kernel is built, loaded and registered with XLA (built on first call)."""
+  return _load()[0]
+
+
+def unavailable_reason() -> str | None:
+  """None where available(), else one line: why not and the fix."""
+  return _load()[1]
+
+
+def require():
+  """Raise Unavailable (one line: why and the fix) unless available()."""
+  if not available():
+    raise Unavailable(unavailable_reason())
+
+
+def cache_dir() -> pathlib.Path:
+  base = os.environ.get("INN_JAX_CACHE")
+  if base:
+    return pathlib.Path(base)
+  xdg = os.environ.get("XDG_CACHE_HOME")
+  return (pathlib.Path(xdg) if xdg else pathlib.Path.home() / ".cache") / "inn_jax"
+
+
+def _compiler() -> str | None:
+  if os.environ.get("CXX"):
+    return os.environ["CXX"]
+  return next((c for c in ("c++", "g++", "clang++") if shutil.which(c)), None)
+
+
+def _cpu_identity() -> str:
+  """What -march=native compiles for: the CPU's model and feature flags where Linux lists them."""
+  try:
+    info = pathlib.Path("/proc/cpuinfo").read_text()
+  except OSError:
+    return platform.processor() or platform.machine()
+  lines = [l for l in info.splitlines() if l.startswith(("model name", "flags", "Features"))]
+  return "\n".join(sorted(set(lines)))
+
+
+@functools.cache
+def _load() -> tuple[bool, str | None]:
+  fix = "set CXX to a C++17 compiler, or use scan_method='blocked'"
+  compiler = _compiler()
+  if compiler is None:
+    return False, f"cpu_scan: no C++ compiler found (CXX unset; no c++, g++ or clang++ on PATH); {fix}"
+  source = SOURCE.read_bytes()
+  include = jax.ffi.include_dir()
+  last_error = ""
+  for extra in (_NATIVE, ()):
+    flags = (*_FLAGS, *extra)
+    key = hashlib.sha256(b"\0".join(
+        [source, " ".join(flags).encode(), compiler.encode(), jaxlib.__version__.encode(),
+         platform.machine().encode(), _cpu_identity().encode()])).hexdigest()[:20]
+    target = cache_dir() / f"cpu_scan-{key}.so"
+    if not target.exists():
+      try:
+        _build(compiler, flags, include, target)
+      except (OSError, subprocess.SubprocessError) as e:
+        last_error = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        continue
+    if _REGISTERED.get("key") == key:  # XLA keeps the first handler a name is bound to.
+      return True, None
+    try:
+      library = ctypes.CDLL(str(target))
+      for name, target_name in _TARGETS.items():
+        jax.ffi.register_ffi_target(f"{target_name}_{key}",
+                                    jax.ffi.pycapsule(getattr(library, _SYMBOLS[name])),
+                                    platform="cpu")
+    except (OSError, AttributeError, ValueError) as e:
+      return False, f"cpu_scan: the built kernel {target} does not load ({e}); {fix}"
+    _REGISTERED.update(key=key, library=library)
+    return True, None
+  return False, f"cpu_scan: {compiler} cannot build {SOURCE.name} ({last_error}); {fix}"
+
+
+def _build(compiler: str, flags, include: str, target: pathlib.Path):
+  target.parent.mkdir(parents=True, exist_ok=True)
+  # Built beside the target and renamed into place: processes building at once each write
+  # their own file, and a reader never sees half of one.
+  fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+  os.close(fd)
+  try:
+    run = subprocess.run([compiler, *flags, f"-I{include}", str(SOURCE), "-o", tmp],
+                         capture_output=True, text=True, timeout=300)
+    if run.returncode != 0:
+      raise subprocess.SubprocessError(run.stderr.strip() or f"exit {run.returncode}")
+    os.replace(tmp, target)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def sizes(length: int, chunk_size: int) -> int:
+  """The chunk the kernel runs with: chunk_size bounded by MAX_CHUNK and the length."""
+  return max(1, min(chunk_size, MAX_CHUNK, length))
+
+
+def scan(u_MLE, dt_MLE, A, B_MLS, C_MLS, h_MES, *, chunk_size: int):
+  """y_MLE and the final h_MES of h_t = exp(dt_t A) h_{t-1} + dt_t u_t B_t, y_t = <h_t, C_t>
+  (float32 rows, as blocked_scan.scan). Raises Unavailable where the kernel is not built."""
+  require()
+  rows, length, _ = u_MLE.shape
+  A_MSE = jnp.swapaxes(jnp.broadcast_to(A, (rows, *A.shape[-2:])), 1, 2)
+  y, h_MSE = _core(sizes(length, chunk_size), u_MLE, dt_MLE, A_MSE, B_MLS, C_MLS,
+                   jnp.swapaxes(h_MES, 1, 2))
+  return y, jnp.swapaxes(h_MSE, 1, 2)
+
+
+def _call(name: str, outs, *args, chunk: int):
+  # broadcast_all: a vmapped call gets every operand with the vmapped axes leading, which the
+  # kernel merges into its rows (it reads rows from u's size), so one call serves the batch.
+  target = f"{_TARGETS[name]}_{_REGISTERED['key']}"
+  return jax.ffi.ffi_call(target, outs, vmap_method="broadcast_all")(
+      *args, chunk=np.int64(chunk))
+
+
+def _forward(chunk, u, dt, A, B, C, h0):
+  rows, length, width = u.shape
+  chunks = -(-length // chunk)
+  f32 = jnp.float32
+  outs = (jax.ShapeDtypeStruct(u.shape, f32), jax.ShapeDtypeStruct(h0.shape, f32),
+          jax.ShapeDtypeStruct((rows, chunks, *h0.shape[1:]), f32))
+  return _call("forward", outs, u, dt, A, B, C, h0, chunk=chunk)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _core(chunk, u, dt, A_MSE, B, C, h0_MSE):
+  y, h, _ = _forward(chunk, u, dt, A_MSE, B, C, h0_MSE)
+  return y, h
+
+
+def _core_fwd(chunk, u, dt, A_MSE, B, C, h0_MSE):
+  y, h, h_MJSE = _forward(chunk, u, dt, A_MSE, B, C, h0_MSE)
+  return (y, h), (u, dt, A_MSE, B, C, h_MJSE)
+
+
+def _core_bwd(chunk, res, g):
+  u, dt, A, B, C, h_MJSE = res
+  gy, gh = g
+  f32 = jnp.float32
+  outs = tuple(jax.ShapeDtypeStruct(x.shape, f32) for x in (u, dt, A, B, C, A))
+  return tuple(_call("backward", outs, u, dt, A, B, C, h_MJSE, gy.astype(f32), gh.astype(f32),
+                     chunk=chunk))
+
+
+_core.defvjp(_core_fwd, _core_bwd)
