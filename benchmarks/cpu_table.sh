@@ -9,8 +9,9 @@
 #      rematerialisation (which does not fit: its estimate is the figure) and K=2, 4;
 #   3. our default INN form (default_form/) and the baselines at the paper's sizes (baselines/),
 #      at the trainer's automatic K;
-#   4. the INN's XLA scan methods at the trainer's automatic K (scan_methods/). The associative
-#      scan keeps every state for the backward pass (~23 GiB at this size): add it by hand.
+#   4. the INN's CPU scan methods at the trainer's automatic K (scan_methods/): the compiled
+#      kernel and the XLA ones. The associative scan keeps every state for the backward pass
+#      (~23 GiB at this size): add it by hand.
 #
 #   PYTHON=.venv/bin/python bash benchmarks/cpu_table.sh
 set -euo pipefail
@@ -30,5 +31,5 @@ bash benchmarks/torch_reference.sh --mode infer --out "$out/torch_ref_infer_8x25
 "$py" -m inn_jax.bench --models mamba,lstm,transformer "${paper[@]}" --scan_methods none \
     --out "$out/baselines" --overwrite
 "$py" -m inn_jax.bench --models inn --inn_form paper "${paper[@]}" --inn_settings auto \
-    --scan_methods blocked,chunked_sequential,chunked,sequential --scan_size paper \
+    --scan_methods cpu_kernel,blocked,chunked_sequential,chunked,sequential --scan_size paper \
     --out "$out/scan_methods" --overwrite

@@ -133,11 +133,11 @@ def test_without_a_compiler_auto_runs_blocked_and_says_why(fresh_build, monkeypa
 
 
 def test_auto_falls_back_when_the_kernel_disagrees(fresh_build, monkeypatch):
-  real = cpu_scan.scan
+  real = cpu_scan.selective
   def off(*a, **k):
     y, h = real(*a, **k)
     return y * 1.01, h
-  monkeypatch.setattr(cpu_scan, "scan", off)
+  monkeypatch.setattr(cpu_scan, "selective", off)
   with pytest.warns(UserWarning, match="uses 'blocked' on this CPU: cpu_scan disagrees with "
                                        "blocked: max abs error"):
     assert scan.auto_method() == "blocked"
@@ -147,3 +147,27 @@ def test_auto_picks_the_kernel_where_it_builds(fresh_build):
   with warnings.catch_warnings():
     warnings.simplefilter("error")
     assert scan.auto_method() == "cpu_kernel"
+
+
+def test_softplus_and_gate_over_their_whole_range():
+  """The kernel's own softplus, exp and silu (cpu_scan.cc) at arguments from -60 to 60, against
+  NumPy float64: dt = softplus(delta + bias) from ~1e-26 (where log1p's small-argument form
+  matters) to 60, gates from fully closed to fully open."""
+  rows, length, width, state = 2, 24, 16, 4
+  rng = np.random.default_rng(3)
+  grid = np.linspace(-60.0, 60.0, length * width).reshape(length, width)
+  delta = np.stack([grid, grid[::-1]]).astype(np.float32)
+  z = np.stack([grid[::-1], grid]).astype(np.float32)
+  u, B, C = (rng.standard_normal(s).astype(np.float32)
+             for s in ((rows, length, width), (rows, length, state), (rows, length, state)))
+  A = -np.exp(0.3 * rng.standard_normal((rows, width, state))).astype(np.float32) / 60
+  D, bias = (rng.standard_normal((rows, width)).astype(np.float32) for _ in range(2))
+  h0 = rng.standard_normal((rows, width, state)).astype(np.float32)
+  y, h = cpu_scan.selective(u, delta, A, B, C, D, z, bias, h0, softplus=True, chunk_size=16)
+  x = np.asarray(delta, np.float64) + bias[:, None]
+  dt = np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
+  y_ref, h_ref = numpy_rows(u, dt, A, B, C, h0)
+  z64 = np.asarray(z, np.float64)
+  y_ref = (y_ref + D[:, None] * u) * z64 / (1 + np.exp(-z64))
+  np.testing.assert_allclose(h, h_ref, rtol=1e-5, atol=1e-5 * np.abs(h_ref).max())
+  np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5 * np.abs(y_ref).max())

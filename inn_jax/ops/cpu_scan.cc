@@ -2,14 +2,18 @@
 // the rows with the whole recurrence in registers and L1 (inn_jax/ops/cpu_scan.py builds this
 // file with the host's C++ compiler and registers it; its docstring states the contract).
 //
-// Shapes (row-major, leading axes merged into M rows): u, dt, y, gu, gdt (M, L, E); B, C, gB,
-// gC (M, L, S); A, gA, h0, hT, gh0, ghT (M, S, E); hc, the state at each chunk's start
-// (M, J, S, E), J = ceil(L / chunk). The state is laid out (S, E): E, contiguous, is the vector
-// axis, so every inner loop below is a unit-stride loop the compiler vectorises.
+// Shapes (row-major, leading axes merged into M rows): u, delta, z, y and their gradients
+// (M, L, E); B, C, gB, gC (M, L, S); A, gA, h0, hT, gh0, ghT (M, S, E); D, delta_bias and their
+// gradients (M, E); hc, the state at each chunk's start (M, J, S, E), J = ceil(L / chunk). The
+// state is laid out (S, E): E, contiguous, is the vector axis, so every inner loop below is a
+// unit-stride loop the compiler vectorises.
 //
-//   forward   h_t = exp(dt_t A) h_{t-1} + dt_t u_t B_t,  y_t = sum_s h_t C_t
-//   backward  g_t = gy_t C_t + a_{t+1} g_{t+1} (g = dL/dh_t), a_t = exp(dt_t A); per chunk, in
-//             reverse, the chunk's states and decays are recomputed from hc into a buffer.
+//   forward   dt_t = softplus(delta_t + delta_bias) (or without softplus)
+//             h_t = exp(dt_t A) h_{t-1} + dt_t u_t B_t,  y_t = (sum_s h_t C_t + D u_t) silu(z_t)
+//   backward  g_t = gs_t C_t + a_{t+1} g_{t+1} (g = dL/dh_t, gs the cotangent of the scan's own
+//             output), a_t = exp(dt_t A); per chunk, in reverse, the chunk's dt, decays, states
+//             and scan outputs are recomputed from hc into buffers. Nothing but the inputs and hc
+//             is kept between the two.
 
 #include <algorithm>
 #include <cmath>
@@ -45,6 +49,41 @@ inline float exp_f32(float x) {
   return p * __builtin_bit_cast(float, bits);
 }
 
+// log(x) for normal x > 0, vectorisable: x = m 2^e with m in [sqrt(1/2), sqrt(2)), Cephes'
+// degree-9 polynomial for log(m) (relative error about 1e-7).
+inline float log_f32(float x) {
+  const int32_t bits = __builtin_bit_cast(int32_t, x);
+  int32_t e = ((bits >> 23) & 0xff) - 126;
+  float m = __builtin_bit_cast(float, (bits & 0x7fffff) | 0x3f000000);  // In [0.5, 1).
+  const bool low = m < 0.707106781186547524f;
+  e = low ? e - 1 : e;
+  const float f = low ? m + m - 1.0f : m - 1.0f;
+  const float z = f * f;
+  float p = 7.0376836292e-2f;
+  p = p * f - 1.1514610310e-1f;
+  p = p * f + 1.1676998740e-1f;
+  p = p * f - 1.2420140846e-1f;
+  p = p * f + 1.4249322787e-1f;
+  p = p * f - 1.6668057665e-1f;
+  p = p * f + 2.0000714765e-1f;
+  p = p * f - 2.4999993993e-1f;
+  p = p * f + 3.3333331174e-1f;
+  const float fe = static_cast<float>(e);
+  float r = p * f * z - 2.12194440e-4f * fe - 0.5f * z;
+  return f + r + 0.693359375f * fe;
+}
+
+// softplus(x) = max(x, 0) + log1p(exp(-|x|)); log1p(y) as log(1 + y) y / ((1 + y) - 1), exact to
+// float rounding for small y too (Goldberg), y itself where 1 + y rounds to 1.
+inline float softplus_f32(float x) {
+  const float y = exp_f32(-std::fabs(x));
+  const float w = 1.0f + y;
+  const float l = w == 1.0f ? y : log_f32(w) * y / (w - 1.0f);
+  return (x > 0.0f ? x : 0.0f) + l;
+}
+
+inline float sigmoid_f32(float x) { return 1.0f / (1.0f + exp_f32(-x)); }
+
 struct Dims {
   int64_t rows, length, width, state, chunk, chunks;
 };
@@ -68,6 +107,7 @@ void over_rows(int64_t rows, Fn fn) {
 }
 
 ffi::Error check(ffi::Buffer<ffi::F32>& u, ffi::Buffer<ffi::F32>& B, ffi::Buffer<ffi::F32>& A,
+                 ffi::Buffer<ffi::F32>& D, ffi::Buffer<ffi::F32>& z, int64_t gate,
                  int64_t chunk, Dims* d) {
   auto ud = u.dimensions();
   auto bd = B.dimensions();
@@ -79,50 +119,73 @@ ffi::Error check(ffi::Buffer<ffi::F32>& u, ffi::Buffer<ffi::F32>& B, ffi::Buffer
   d->state = bd[bd.size() - 1];
   const int64_t per_row = d->length * d->width;
   d->rows = per_row ? static_cast<int64_t>(u.element_count()) / per_row : 0;
-  if (static_cast<int64_t>(B.element_count()) != d->rows * d->length * d->state ||
-      static_cast<int64_t>(A.element_count()) != d->rows * d->state * d->width) {
-    return ffi::Error::InvalidArgument("cpu_scan: B, C and A disagree with u's rows");
+  const int64_t rows = d->rows;
+  if (static_cast<int64_t>(B.element_count()) != rows * d->length * d->state ||
+      static_cast<int64_t>(A.element_count()) != rows * d->state * d->width ||
+      static_cast<int64_t>(D.element_count()) != rows * d->width ||
+      (gate && static_cast<int64_t>(z.element_count()) != rows * per_row)) {
+    return ffi::Error::InvalidArgument("cpu_scan: B, C, A, D or z disagree with u's rows");
   }
   d->chunk = chunk;
   d->chunks = (d->length + chunk - 1) / chunk;
   return ffi::Error::Success();
 }
 
-ffi::Error Forward(ffi::Buffer<ffi::F32> u, ffi::Buffer<ffi::F32> dt, ffi::Buffer<ffi::F32> A,
-                   ffi::Buffer<ffi::F32> B, ffi::Buffer<ffi::F32> C, ffi::Buffer<ffi::F32> h0,
-                   int64_t chunk, ffi::ResultBuffer<ffi::F32> y,
-                   ffi::ResultBuffer<ffi::F32> hT, ffi::ResultBuffer<ffi::F32> hc) {
+// dt for one step: (delta + bias), softplus'd when asked.
+inline void step_dt(const float* __restrict delta, const float* __restrict bias, bool softplus,
+                    int64_t E, float* __restrict dt) {
+  if (softplus) {
+    #pragma omp simd
+    for (int64_t e = 0; e < E; ++e) dt[e] = softplus_f32(delta[e] + bias[e]);
+  } else {
+    #pragma omp simd
+    for (int64_t e = 0; e < E; ++e) dt[e] = delta[e] + bias[e];
+  }
+}
+
+ffi::Error Forward(ffi::Buffer<ffi::F32> u, ffi::Buffer<ffi::F32> delta, ffi::Buffer<ffi::F32> A,
+                   ffi::Buffer<ffi::F32> B, ffi::Buffer<ffi::F32> C, ffi::Buffer<ffi::F32> D,
+                   ffi::Buffer<ffi::F32> z, ffi::Buffer<ffi::F32> bias,
+                   ffi::Buffer<ffi::F32> h0, int64_t chunk, int64_t softplus, int64_t gate,
+                   ffi::ResultBuffer<ffi::F32> y, ffi::ResultBuffer<ffi::F32> hT,
+                   ffi::ResultBuffer<ffi::F32> hc) {
   Dims d;
-  if (ffi::Error e = check(u, B, A, chunk, &d); e.failure()) return e;
+  if (ffi::Error e = check(u, B, A, D, z, gate, chunk, &d); e.failure()) return e;
   const int64_t L = d.length, E = d.width, S = d.state, SE = d.state * d.width;
   const float* pu = u.typed_data();
-  const float* pdt = dt.typed_data();
+  const float* pdelta = delta.typed_data();
   const float* pA = A.typed_data();
   const float* pB = B.typed_data();
   const float* pC = C.typed_data();
+  const float* pD = D.typed_data();
+  const float* pz = z.typed_data();
+  const float* pbias = bias.typed_data();
   const float* ph0 = h0.typed_data();
   float* py = y->typed_data();
   float* phT = hT->typed_data();
   float* phc = hc->typed_data();
   over_rows(d.rows, [&](int64_t first, int64_t end) {
-    std::vector<float> dtu(E);
+    std::vector<float> dt(E), dtu(E);
     for (int64_t m = first; m < end; ++m) {
       const float* __restrict Am = pA + m * SE;
+      const float* __restrict Dm = pD + m * E;
       float* __restrict h = phT + m * SE;  // The running state, left as the final one.
       std::memcpy(h, ph0 + m * SE, SE * sizeof(float));
       for (int64_t t = 0; t < L; ++t) {
         if (t % d.chunk == 0) {
           std::memcpy(phc + (m * d.chunks + t / d.chunk) * SE, h, SE * sizeof(float));
         }
-        const float* __restrict dtt = pdt + (m * L + t) * E;
-        const float* __restrict ut = pu + (m * L + t) * E;
-        const float* __restrict Bt = pB + (m * L + t) * S;
-        const float* __restrict Ct = pC + (m * L + t) * S;
-        float* __restrict yt = py + (m * L + t) * E;
+        const int64_t rt = m * L + t;
+        step_dt(pdelta + rt * E, pbias + m * E, softplus, E, dt.data());
+        const float* __restrict dtt = dt.data();
+        const float* __restrict ut = pu + rt * E;
+        const float* __restrict Bt = pB + rt * S;
+        const float* __restrict Ct = pC + rt * S;
+        float* __restrict yt = py + rt * E;
         #pragma omp simd
         for (int64_t e = 0; e < E; ++e) {
           dtu[e] = dtt[e] * ut[e];
-          yt[e] = 0.0f;
+          yt[e] = Dm[e] * ut[e];
         }
         for (int64_t s = 0; s < S; ++s) {
           const float b = Bt[s], c = Ct[s];
@@ -135,106 +198,156 @@ ffi::Error Forward(ffi::Buffer<ffi::F32> u, ffi::Buffer<ffi::F32> dt, ffi::Buffe
             yt[e] += hn * c;
           }
         }
+        if (gate) {
+          const float* __restrict zt = pz + rt * E;
+          #pragma omp simd
+          for (int64_t e = 0; e < E; ++e) yt[e] *= zt[e] * sigmoid_f32(zt[e]);
+        }
       }
     }
   });
   return ffi::Error::Success();
 }
 
-ffi::Error Backward(ffi::Buffer<ffi::F32> u, ffi::Buffer<ffi::F32> dt, ffi::Buffer<ffi::F32> A,
-                    ffi::Buffer<ffi::F32> B, ffi::Buffer<ffi::F32> C, ffi::Buffer<ffi::F32> hc,
-                    ffi::Buffer<ffi::F32> gy, ffi::Buffer<ffi::F32> ghT, int64_t chunk,
-                    ffi::ResultBuffer<ffi::F32> gu, ffi::ResultBuffer<ffi::F32> gdt,
+ffi::Error Backward(ffi::Buffer<ffi::F32> u, ffi::Buffer<ffi::F32> delta, ffi::Buffer<ffi::F32> A,
+                    ffi::Buffer<ffi::F32> B, ffi::Buffer<ffi::F32> C, ffi::Buffer<ffi::F32> D,
+                    ffi::Buffer<ffi::F32> z, ffi::Buffer<ffi::F32> bias,
+                    ffi::Buffer<ffi::F32> hc, ffi::Buffer<ffi::F32> gy,
+                    ffi::Buffer<ffi::F32> ghT, int64_t chunk, int64_t softplus, int64_t gate,
+                    ffi::ResultBuffer<ffi::F32> gu, ffi::ResultBuffer<ffi::F32> gdelta,
                     ffi::ResultBuffer<ffi::F32> gA, ffi::ResultBuffer<ffi::F32> gB,
-                    ffi::ResultBuffer<ffi::F32> gC, ffi::ResultBuffer<ffi::F32> gh0) {
+                    ffi::ResultBuffer<ffi::F32> gC, ffi::ResultBuffer<ffi::F32> gD,
+                    ffi::ResultBuffer<ffi::F32> gz, ffi::ResultBuffer<ffi::F32> gbias,
+                    ffi::ResultBuffer<ffi::F32> gh0) {
   Dims d;
-  if (ffi::Error e = check(u, B, A, chunk, &d); e.failure()) return e;
+  if (ffi::Error e = check(u, B, A, D, z, gate, chunk, &d); e.failure()) return e;
   const int64_t L = d.length, E = d.width, S = d.state, SE = d.state * d.width, T = d.chunk;
   const float* pu = u.typed_data();
-  const float* pdt = dt.typed_data();
+  const float* pdelta = delta.typed_data();
   const float* pA = A.typed_data();
   const float* pB = B.typed_data();
   const float* pC = C.typed_data();
+  const float* pD = D.typed_data();
+  const float* pz = z.typed_data();
+  const float* pbias = bias.typed_data();
   const float* phc = hc.typed_data();
   const float* pgy = gy.typed_data();
   const float* pghT = ghT.typed_data();
   float* pgu = gu->typed_data();
-  float* pgdt = gdt->typed_data();
+  float* pgdelta = gdelta->typed_data();
   float* pgA = gA->typed_data();
   float* pgB = gB->typed_data();
   float* pgC = gC->typed_data();
+  float* pgD = gD->typed_data();
+  float* pgz = gz->typed_data();
+  float* pgbias = gbias->typed_data();
   float* pgh0 = gh0->typed_data();
+  if (!gate) std::fill(pgz, pgz + gz->element_count(), 0.0f);
   over_rows(d.rows, [&](int64_t first, int64_t end) {
-    // One chunk's states h_{t0-1} .. h_{t0+T-1} (T + 1 of them) and decays a_t, (S, E) each.
-    std::vector<float> hs((T + 1) * SE), as(T * SE), gbu(E), gd(E);
+    // One chunk's states h_{t0-1} .. h_{t0+T-1} (T + 1 of them), decays a_t (S, E) each, and
+    // its dt and scan outputs (E each).
+    std::vector<float> hs((T + 1) * SE), as(T * SE), dts(T * E), ys(T * E);
+    std::vector<float> gs(E), gbu(E), gd(E);
     for (int64_t m = first; m < end; ++m) {
       const float* __restrict Am = pA + m * SE;
+      const float* __restrict Dm = pD + m * E;
+      const float* __restrict bm = pbias + m * E;
       float* __restrict gAm = pgA + m * SE;
+      float* __restrict gDm = pgD + m * E;
+      float* __restrict gbm = pgbias + m * E;
       float* __restrict g = pgh0 + m * SE;  // Carries a_{t+1} g_{t+1}; ends as dL/dh_0.
       std::fill(gAm, gAm + SE, 0.0f);
+      std::fill(gDm, gDm + E, 0.0f);
+      std::fill(gbm, gbm + E, 0.0f);
       std::memcpy(g, pghT + m * SE, SE * sizeof(float));
       for (int64_t j = d.chunks - 1; j >= 0; --j) {
         const int64_t t0 = j * T, n = std::min(T, L - t0);
         std::memcpy(hs.data(), phc + (m * d.chunks + j) * SE, SE * sizeof(float));
         for (int64_t i = 0; i < n; ++i) {  // Recompute the chunk: h_{t0+i} into hs[i + 1].
-          const int64_t t = t0 + i;
-          const float* __restrict dtt = pdt + (m * L + t) * E;
-          const float* __restrict ut = pu + (m * L + t) * E;
-          const float* __restrict Bt = pB + (m * L + t) * S;
+          const int64_t rt = m * L + t0 + i;
+          float* __restrict dtt = dts.data() + i * E;
+          step_dt(pdelta + rt * E, bm, softplus, E, dtt);
+          const float* __restrict ut = pu + rt * E;
+          const float* __restrict Bt = pB + rt * S;
+          const float* __restrict Ct = pC + rt * S;
           const float* __restrict prev = hs.data() + i * SE;
           float* __restrict next = hs.data() + (i + 1) * SE;
           float* __restrict at = as.data() + i * SE;
+          float* __restrict yt = ys.data() + i * E;
+          #pragma omp simd
+          for (int64_t e = 0; e < E; ++e) yt[e] = 0.0f;
           for (int64_t s = 0; s < S; ++s) {
-            const float b = Bt[s];
+            const float b = Bt[s], c = Ct[s];
             #pragma omp simd
             for (int64_t e = 0; e < E; ++e) {
               const float a = exp_f32(dtt[e] * Am[s * E + e]);
+              const float hn = a * prev[s * E + e] + dtt[e] * ut[e] * b;
               at[s * E + e] = a;
-              next[s * E + e] = a * prev[s * E + e] + dtt[e] * ut[e] * b;
+              next[s * E + e] = hn;
+              yt[e] += hn * c;
             }
           }
         }
         for (int64_t i = n - 1; i >= 0; --i) {
-          const int64_t t = t0 + i;
-          const float* __restrict dtt = pdt + (m * L + t) * E;
-          const float* __restrict ut = pu + (m * L + t) * E;
-          const float* __restrict Bt = pB + (m * L + t) * S;
-          const float* __restrict Ct = pC + (m * L + t) * S;
-          const float* __restrict gyt = pgy + (m * L + t) * E;
+          const int64_t rt = m * L + t0 + i;
+          const float* __restrict dtt = dts.data() + i * E;
+          const float* __restrict ut = pu + rt * E;
+          const float* __restrict Bt = pB + rt * S;
+          const float* __restrict Ct = pC + rt * S;
+          const float* __restrict gyt = pgy + rt * E;
           const float* __restrict prev = hs.data() + i * SE;
           const float* __restrict cur = hs.data() + (i + 1) * SE;
           const float* __restrict at = as.data() + i * SE;
-          float* __restrict gBt = pgB + (m * L + t) * S;
-          float* __restrict gCt = pgC + (m * L + t) * S;
+          float* __restrict gBt = pgB + rt * S;
+          float* __restrict gCt = pgC + rt * S;
+          if (gate) {  // y = o silu(z), o = scan + D u: gs = gy silu(z), gz = gy o silu'(z).
+            const float* __restrict zt = pz + rt * E;
+            const float* __restrict yt = ys.data() + i * E;
+            float* __restrict gzt = pgz + rt * E;
+            #pragma omp simd
+            for (int64_t e = 0; e < E; ++e) {
+              const float sg = sigmoid_f32(zt[e]);
+              const float o = yt[e] + Dm[e] * ut[e];
+              gs[e] = gyt[e] * zt[e] * sg;
+              gzt[e] = gyt[e] * o * sg * (1.0f + zt[e] * (1.0f - sg));
+            }
+          } else {
+            std::memcpy(gs.data(), gyt, E * sizeof(float));
+          }
           #pragma omp simd
           for (int64_t e = 0; e < E; ++e) {
+            gDm[e] += gs[e] * ut[e];
             gbu[e] = 0.0f;
             gd[e] = 0.0f;
           }
           for (int64_t s = 0; s < S; ++s) {
             const float b = Bt[s], c = Ct[s];
             float gb = 0.0f, gc = 0.0f;
-            #pragma omp simd
+            #pragma omp simd reduction(+ : gb, gc)
             for (int64_t e = 0; e < E; ++e) {
               const int64_t k = s * E + e;
-              const float gk = g[k] + gyt[e] * c;           // g_t
+              const float gk = g[k] + gs[e] * c;            // g_t
               const float ga = gk * prev[k] * at[k];        // d/d(dt A)
               gAm[k] += ga * dtt[e];
               gd[e] += ga * Am[k];
               gbu[e] += gk * b;                             // d/d(dt u)
               gb += gk * dtt[e] * ut[e];
-              gc += cur[k] * gyt[e];
+              gc += cur[k] * gs[e];
               g[k] = at[k] * gk;                            // a_t g_t, for step t - 1
             }
             gBt[s] = gb;
             gCt[s] = gc;
           }
-          float* __restrict gut = pgu + (m * L + t) * E;
-          float* __restrict gdtt = pgdt + (m * L + t) * E;
+          const float* __restrict deltat = pdelta + rt * E;
+          float* __restrict gut = pgu + rt * E;
+          float* __restrict gdeltat = pgdelta + rt * E;
           #pragma omp simd
           for (int64_t e = 0; e < E; ++e) {
-            gut[e] = gbu[e] * dtt[e];
-            gdtt[e] = gd[e] + gbu[e] * ut[e];
+            gut[e] = gbu[e] * dtt[e] + gs[e] * Dm[e];
+            const float gdt = gd[e] + gbu[e] * ut[e];
+            const float gx = softplus ? gdt * sigmoid_f32(deltat[e] + bm[e]) : gdt;
+            gdeltat[e] = gx;
+            gbm[e] += gx;
           }
         }
       }
@@ -248,12 +361,17 @@ ffi::Error Backward(ffi::Buffer<ffi::F32> u, ffi::Buffer<ffi::F32> dt, ffi::Buff
 XLA_FFI_DEFINE_HANDLER_SYMBOL(InnScanForward, Forward,
                               ffi::Ffi::Bind()
                                   .Arg<ffi::Buffer<ffi::F32>>()  // u
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // dt
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // delta
                                   .Arg<ffi::Buffer<ffi::F32>>()  // A
                                   .Arg<ffi::Buffer<ffi::F32>>()  // B
                                   .Arg<ffi::Buffer<ffi::F32>>()  // C
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // D
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // z (one element without gate)
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // delta_bias
                                   .Arg<ffi::Buffer<ffi::F32>>()  // h0
                                   .Attr<int64_t>("chunk")
+                                  .Attr<int64_t>("softplus")
+                                  .Attr<int64_t>("gate")
                                   .Ret<ffi::Buffer<ffi::F32>>()  // y
                                   .Ret<ffi::Buffer<ffi::F32>>()  // hT
                                   .Ret<ffi::Buffer<ffi::F32>>());  // hc
@@ -261,17 +379,25 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(InnScanForward, Forward,
 XLA_FFI_DEFINE_HANDLER_SYMBOL(InnScanBackward, Backward,
                               ffi::Ffi::Bind()
                                   .Arg<ffi::Buffer<ffi::F32>>()  // u
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // dt
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // delta
                                   .Arg<ffi::Buffer<ffi::F32>>()  // A
                                   .Arg<ffi::Buffer<ffi::F32>>()  // B
                                   .Arg<ffi::Buffer<ffi::F32>>()  // C
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // D
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // z
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // delta_bias
                                   .Arg<ffi::Buffer<ffi::F32>>()  // hc
                                   .Arg<ffi::Buffer<ffi::F32>>()  // gy
                                   .Arg<ffi::Buffer<ffi::F32>>()  // ghT
                                   .Attr<int64_t>("chunk")
+                                  .Attr<int64_t>("softplus")
+                                  .Attr<int64_t>("gate")
                                   .Ret<ffi::Buffer<ffi::F32>>()  // gu
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // gdt
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // gdelta
                                   .Ret<ffi::Buffer<ffi::F32>>()  // gA
                                   .Ret<ffi::Buffer<ffi::F32>>()  // gB
                                   .Ret<ffi::Buffer<ffi::F32>>()  // gC
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // gD
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // gz
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // gdelta_bias
                                   .Ret<ffi::Buffer<ffi::F32>>());  // gh0

@@ -3,18 +3,21 @@ C++ compiler against jaxlib's XLA FFI headers, called through jax.ffi, with its 
 
 Why a kernel: XLA runs a scan on CPU as a loop of small ops, each step's arithmetic a few
 fusions that stream the state through memory (inn_jax.ops.blocked_scan keeps that stream in
-cache; it is still a loop of ops). Here each row's whole recurrence runs in one pass with its
-(S, E) state in L1 and the loops vectorised over E; rows run on the machine's cores. The
-forward keeps the state at each chunk's start (M, J, S, E); the backward walks the chunks in
-reverse, recomputing each chunk's states and decays from it into a buffer, then runs the
+cache; it is still a loop of ops), and the softplus, skip and gate around it as more full-size
+passes whose results the backward pass keeps. Here each row's whole recurrence runs in one pass
+with its (S, E) state in L1 and the loops vectorised over E, softplus, D and the gate fused in as
+mamba_ssm's selective_scan_fn fuses them; rows run on the machine's cores. The forward keeps only
+the state at each chunk's start (M, J, S, E); the backward walks the chunks in reverse,
+recomputing each chunk's dt, decays, states and scan outputs from it into buffers, then runs the
 adjoint recurrence (blocked_scan's docstring writes it out).
 
-Contract: `scan` takes and returns what blocked_scan.scan does (rows: u, dt (M, L, E); A (E, S)
-shared or (M, E, S) per row; B, C (M, L, S); h (M, E, S); float32) and is differentiable in all
-of them; jit, grad and vmap compose with it (a vmapped call runs as one call over the vmapped
-axes merged into its rows). It runs only on the CPU backend, on each device's own rows
-(inn_jax.ops.scan runs it per shard). exp is a vectorisable polynomial (relative error about
-1e-7, cpu_scan.cc), so results match the XLA paths to float32 rounding, not bit for bit.
+Contract: `selective` is the whole op on rows (its docstring); `scan` takes and returns what
+blocked_scan.scan does (u, dt (M, L, E); A (E, S) shared or (M, E, S) per row; B, C (M, L, S);
+h (M, E, S); float32). Both are differentiable in every array and compose with jit, grad and vmap
+(a vmapped call runs as one call over the vmapped axes merged into its rows). They run only on
+the CPU backend, on each device's own rows (inn_jax.ops.scan runs them per shard). exp, log,
+softplus and sigmoid are vectorisable polynomials (relative error about 1e-7, cpu_scan.cc), so
+results match the XLA paths to float32 rounding, not bit for bit.
 
 Building: the first `available()` in a process compiles cpu_scan.cc (a few seconds) into a cache
 directory ($INN_JAX_CACHE, else $XDG_CACHE_HOME/inn_jax, else ~/.cache/inn_jax), named by a hash
@@ -155,52 +158,69 @@ def sizes(length: int, chunk_size: int) -> int:
   return max(1, min(chunk_size, MAX_CHUNK, length))
 
 
-def scan(u_MLE, dt_MLE, A, B_MLS, C_MLS, h_MES, *, chunk_size: int):
-  """y_MLE and the final h_MES of h_t = exp(dt_t A) h_{t-1} + dt_t u_t B_t, y_t = <h_t, C_t>
-  (float32 rows, as blocked_scan.scan). Raises Unavailable where the kernel is not built."""
+def selective(u, delta, A, B, C, D, z, delta_bias, h0, *, softplus: bool, chunk_size: int):
+  """(y, final state) of the whole selective scan on rows, fused as mamba_ssm's
+  selective_scan_fn: dt = softplus(delta + delta_bias) (or without softplus), the recurrence,
+  y = (<h_t, C_t> + D u_t) silu(z_t) (no gate where z is None). Rows, float32: u, delta, z
+  (M, L, E); A (M, E, S); B, C (M, L, S); D, delta_bias (M, E); h0 (M, E, S). Differentiable in
+  every array; only the inputs and the chunk-start states are kept for the backward pass.
+  Raises Unavailable where the kernel is not built."""
   require()
-  rows, length, _ = u_MLE.shape
-  A_MSE = jnp.swapaxes(jnp.broadcast_to(A, (rows, *A.shape[-2:])), 1, 2)
-  y, h_MSE = _core(sizes(length, chunk_size), u_MLE, dt_MLE, A_MSE, B_MLS, C_MLS,
-                   jnp.swapaxes(h_MES, 1, 2))
+  rows, length, width = u.shape
+  gate = z is not None
+  if not gate:  # The kernel reads no z; one element stands in for it.
+    z = jnp.zeros((rows, 1, 1), jnp.float32)
+  y, h_MSE = _core((sizes(length, chunk_size), bool(softplus), gate), u, delta,
+                   jnp.swapaxes(A, 1, 2), B, C, D, z, delta_bias, jnp.swapaxes(h0, 1, 2))
   return y, jnp.swapaxes(h_MSE, 1, 2)
 
 
-def _call(name: str, outs, *args, chunk: int):
+def scan(u_MLE, dt_MLE, A, B_MLS, C_MLS, h_MES, *, chunk_size: int):
+  """y_MLE and the final h_MES of h_t = exp(dt_t A) h_{t-1} + dt_t u_t B_t, y_t = <h_t, C_t>
+  (float32 rows, as blocked_scan.scan: A (E, S) shared or (M, E, S) per row)."""
+  rows, _, width = u_MLE.shape
+  zeros = jnp.zeros((rows, width), jnp.float32)
+  return selective(u_MLE, dt_MLE, jnp.broadcast_to(A, (rows, *A.shape[-2:])), B_MLS, C_MLS,
+                   zeros, None, zeros, h_MES, softplus=False, chunk_size=chunk_size)
+
+
+def _call(name: str, outs, *args, cfg):
   # broadcast_all: a vmapped call gets every operand with the vmapped axes leading, which the
   # kernel merges into its rows (it reads rows from u's size), so one call serves the batch.
   target = f"{_TARGETS[name]}_{_REGISTERED['key']}"
+  chunk, softplus, gate = cfg
   return jax.ffi.ffi_call(target, outs, vmap_method="broadcast_all")(
-      *args, chunk=np.int64(chunk))
+      *args, chunk=np.int64(chunk), softplus=np.int64(softplus), gate=np.int64(gate))
 
 
-def _forward(chunk, u, dt, A, B, C, h0):
-  rows, length, width = u.shape
-  chunks = -(-length // chunk)
+def _forward(cfg, u, delta, A, B, C, D, z, bias, h0):
+  rows, length, _ = u.shape
+  chunks = -(-length // cfg[0])
   f32 = jnp.float32
   outs = (jax.ShapeDtypeStruct(u.shape, f32), jax.ShapeDtypeStruct(h0.shape, f32),
           jax.ShapeDtypeStruct((rows, chunks, *h0.shape[1:]), f32))
-  return _call("forward", outs, u, dt, A, B, C, h0, chunk=chunk)
+  return _call("forward", outs, u, delta, A, B, C, D, z, bias, h0, cfg=cfg)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _core(chunk, u, dt, A_MSE, B, C, h0_MSE):
-  y, h, _ = _forward(chunk, u, dt, A_MSE, B, C, h0_MSE)
+def _core(cfg, u, delta, A_MSE, B, C, D, z, bias, h0_MSE):
+  y, h, _ = _forward(cfg, u, delta, A_MSE, B, C, D, z, bias, h0_MSE)
   return y, h
 
 
-def _core_fwd(chunk, u, dt, A_MSE, B, C, h0_MSE):
-  y, h, h_MJSE = _forward(chunk, u, dt, A_MSE, B, C, h0_MSE)
-  return (y, h), (u, dt, A_MSE, B, C, h_MJSE)
+def _core_fwd(cfg, u, delta, A_MSE, B, C, D, z, bias, h0_MSE):
+  y, h, h_MJSE = _forward(cfg, u, delta, A_MSE, B, C, D, z, bias, h0_MSE)
+  return (y, h), (u, delta, A_MSE, B, C, D, z, bias, h0_MSE.shape, h_MJSE)
 
 
-def _core_bwd(chunk, res, g):
-  u, dt, A, B, C, h_MJSE = res
+def _core_bwd(cfg, res, g):
+  *inputs, h0_shape, h_MJSE = res
   gy, gh = g
   f32 = jnp.float32
-  outs = tuple(jax.ShapeDtypeStruct(x.shape, f32) for x in (u, dt, A, B, C, A))
-  return tuple(_call("backward", outs, u, dt, A, B, C, h_MJSE, gy.astype(f32), gh.astype(f32),
-                     chunk=chunk))
+  outs = tuple(jax.ShapeDtypeStruct(x.shape, f32) for x in inputs)
+  outs += (jax.ShapeDtypeStruct(h0_shape, f32),)
+  return tuple(_call("backward", outs, *inputs, h_MJSE, gy.astype(f32), gh.astype(f32),
+                     cfg=cfg))
 
 
 _core.defvjp(_core_fwd, _core_bwd)

@@ -19,9 +19,10 @@ Methods, all differentiable and equal up to float32 rounding:
   blocked      time chunks in row blocks sized to a core's cache, only the recurrence in the loops,
                a hand-written VJP (inn_jax.ops.blocked_scan): the CPU path; chunk_size bounds
                its chunk (16 steps at most).
-  cpu_kernel   the recurrence compiled from C++ for the host CPU and called through XLA's FFI,
-               with its own VJP (inn_jax.ops.cpu_scan): one pass per row, the state in L1;
-               needs a C++ compiler (built once per machine and cached).
+  cpu_kernel   the whole op (softplus, recurrence, D, gate) compiled from C++ for the host CPU
+               and called through XLA's FFI, with its own VJP (inn_jax.ops.cpu_scan): one pass
+               per row, the state in L1, only inputs and chunk-start states kept for the
+               backward; needs a C++ compiler (built once per machine and cached).
   pallas       the fused GPU kernel (inn_jax.ops.pallas_scan).
   auto         pallas on a GPU the kernel supports and where it passes a check against chunked
                (once per device kind and process; else chunked, with one warning); on CPU
@@ -253,6 +254,8 @@ def _local(rows, params, *, softplus, method, chunk_size):
   if method == "pallas":  # params may name the backend (the auto check's).
     return pallas_scan.selective_scan(**rows, **params, delta_softplus=softplus,
                                       return_state=True)
+  if method == "cpu_kernel":
+    return _cpu_kernel(rows, params, softplus=softplus, chunk_size=chunk_size)
   f32 = jnp.float32
   u = rows["u"]
   lead, (length, width) = u.shape[:-2], u.shape[-2:]
@@ -274,8 +277,7 @@ def _local(rows, params, *, softplus, method, chunk_size):
           "chunked": functools.partial(_chunked, chunk_size=chunk_size, inner=_associative),
           "chunked_sequential": functools.partial(_chunked, chunk_size=chunk_size,
                                                   inner=_sequential),
-          "blocked": functools.partial(blocked_scan.scan, chunk_size=chunk_size),
-          "cpu_kernel": functools.partial(cpu_scan.scan, chunk_size=chunk_size)}[method]
+          "blocked": functools.partial(blocked_scan.scan, chunk_size=chunk_size)}[method]
   y_MLE, h_MES = core(to_rows(u32), to_rows(dt), A, to_rows(rows["B"].astype(f32)),
                       to_rows(rows["C"].astype(f32)), h0)
   y = y_MLE.reshape(*lead, length, width)
@@ -284,6 +286,30 @@ def _local(rows, params, *, softplus, method, chunk_size):
   if "z" in rows:
     y = y * jax.nn.silu(rows["z"].astype(f32))
   return y.astype(u.dtype), h_MES.reshape(*lead, *h_MES.shape[1:])
+
+
+def _cpu_kernel(rows, params, *, softplus, chunk_size):
+  """(y, final state) on this device's rows through the compiled CPU kernel, which fuses
+  softplus, D and the gate (inn_jax.ops.cpu_scan.selective): the parameters broadcast to one set
+  per row, whose gradients autodiff sums back."""
+  f32 = jnp.float32
+  u = rows["u"]
+  lead, (length, width) = u.shape[:-2], u.shape[-2:]
+  n_rows = math.prod(lead)
+  A = params["A"]
+  per_row = lambda p, tail: jnp.broadcast_to(p.astype(f32), (*lead, *tail)).reshape(n_rows, *tail)
+  zeros = jnp.zeros((n_rows, width), f32)
+  D, bias = (per_row(params[k], (width,)) if k in params else zeros for k in ("D", "delta_bias"))
+  to_rows = lambda x: x.astype(f32).reshape(n_rows, *x.shape[len(lead):])
+  h0 = rows.get("h0")
+  h0 = jnp.zeros((n_rows, width, A.shape[-1]), f32) if h0 is None else to_rows(h0)
+  z = rows.get("z")
+  y, h = cpu_scan.selective(to_rows(u), to_rows(rows["delta"]), per_row(A, A.shape[-2:]),
+                            to_rows(rows["B"]), to_rows(rows["C"]), D,
+                            None if z is None else to_rows(z), bias, h0, softplus=softplus,
+                            chunk_size=chunk_size)
+  return (y.reshape(*lead, length, width).astype(u.dtype),
+          h.reshape(*lead, *h.shape[1:]))
 
 
 def _per_shard(fn, n_lead: int, n_param: int, rows: dict):
