@@ -41,7 +41,9 @@ def test_the_wheel_ships_configs_and_types_not_test_helpers(wheel):
   assert {"quickstart.py", "text8.py", "study.py", "ptb.py"} <= shipped
   assert "inn_jax/py.typed" in names
   assert "inn_jax/data/pydoc.txt.xz" in names  # The pinned pydoc corpus (tests/test_corpus_pin.py).
-  assert "inn_jax/ops/cpu_scan.cc" in names  # The CPU kernel's source, built where it runs.
+  # The CPU kernels' sources, built where they run.
+  assert {"inn_jax/ops/cpu_scan.cc", "inn_jax/ops/cpu_attention.cc",
+          "inn_jax/ops/cpu_parallel.h"} <= names
   assert not [n for n in names if n.endswith("testing.py") or n.startswith("tests/")]
   entry = next(n for n in names if n.endswith("entry_points.txt"))
   assert "inn-train = inn_jax.train.cli:main" in wheel.read(entry).decode()

@@ -21,6 +21,7 @@ from flax import nnx
 
 from inn_jax import sharding, typed
 from inn_jax.nn import neurons
+from inn_jax.ops import cpu_attention
 from inn_jax.nn.dropout import dropout as dropout_layer
 
 CommunicationKind = Literal["attention", "static", "workspace", "none"]
@@ -77,7 +78,12 @@ def attend(q_BnLHK, kv_BNL2HK, keep_BnLHN=None):
   population is split over devices) over the keys and values of all N (stacked on axis 3), at
   each (batch, time) position; dropout's scaled mask `keep` applied to the weights. Returns
   (o_BnLHK, weights_BLHnN): the contractions' own (batch, time, head)-major order for the
-  weights."""
+  weights. On one CPU device (neurons.cpu_layouts) with the compiled kernels built, the same
+  values from inn_jax.ops.cpu_attention: one pass per position, no batched dots of a few elements
+  and no transposes around them (benchmarks/results/ab_speed_study_inn*.json)."""
+  if neurons.cpu_layouts() and cpu_attention.applies():
+    o_BnLHK, w_BLHnN = cpu_attention.attend(q_BnLHK, kv_BNL2HK, keep_BnLHN)
+    return o_BnLHK.astype(kv_BNL2HK.dtype), w_BLHnN
   k_BNLHK, v_BNLHK = kv_BNL2HK[:, :, :, 0], kv_BNL2HK[:, :, :, 1]
   logits_BLHnN = jnp.einsum("bnlhk,bmlhk->blhnm", q_BnLHK, k_BNLHK,
                             preferred_element_type=jnp.float32)

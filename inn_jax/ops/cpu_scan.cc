@@ -19,9 +19,9 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <thread>
 #include <vector>
 
+#include "cpu_parallel.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -88,24 +88,6 @@ struct Dims {
   int64_t rows, length, width, state, chunk, chunks;
 };
 
-// Runs fn(first_row, end_row) on up to hardware_concurrency threads (the calling one included).
-template <typename Fn>
-void over_rows(int64_t rows, Fn fn) {
-  int64_t threads = std::max<int64_t>(1, std::thread::hardware_concurrency());
-  threads = std::min(threads, rows);
-  if (threads <= 1) {
-    fn(0, rows);
-    return;
-  }
-  std::vector<std::thread> pool;
-  const int64_t per = (rows + threads - 1) / threads;
-  for (int64_t start = per; start < rows; start += per) {
-    pool.emplace_back(fn, start, std::min(rows, start + per));
-  }
-  fn(0, std::min(rows, per));
-  for (auto& t : pool) t.join();
-}
-
 ffi::Error check(ffi::Buffer<ffi::F32>& u, ffi::Buffer<ffi::F32>& B, ffi::Buffer<ffi::F32>& A,
                  ffi::Buffer<ffi::F32>& D, ffi::Buffer<ffi::F32>& z, int64_t gate,
                  int64_t chunk, Dims* d) {
@@ -164,7 +146,7 @@ ffi::Error Forward(ffi::Buffer<ffi::F32> u, ffi::Buffer<ffi::F32> delta, ffi::Bu
   float* py = y->typed_data();
   float* phT = hT->typed_data();
   float* phc = hc->typed_data();
-  over_rows(d.rows, [&](int64_t first, int64_t end) {
+  inn_jax::parallel_for(d.rows, [&](int64_t first, int64_t end) {
     std::vector<float> dt(E), dtu(E);
     for (int64_t m = first; m < end; ++m) {
       const float* __restrict Am = pA + m * SE;
@@ -243,7 +225,7 @@ ffi::Error Backward(ffi::Buffer<ffi::F32> u, ffi::Buffer<ffi::F32> delta, ffi::B
   float* pgbias = gbias->typed_data();
   float* pgh0 = gh0->typed_data();
   if (!gate) std::fill(pgz, pgz + gz->element_count(), 0.0f);
-  over_rows(d.rows, [&](int64_t first, int64_t end) {
+  inn_jax::parallel_for(d.rows, [&](int64_t first, int64_t end) {
     // One chunk's states h_{t0-1} .. h_{t0+T-1} (T + 1 of them), decays a_t (S, E) each, and
     // its dt and scan outputs (E each).
     std::vector<float> hs((T + 1) * SE), as(T * SE), dts(T * E), ys(T * E);

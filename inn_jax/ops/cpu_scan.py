@@ -19,9 +19,10 @@ the CPU backend, on each device's own rows (inn_jax.ops.scan runs them per shard
 softplus and sigmoid are vectorisable polynomials (relative error about 1e-7, cpu_scan.cc), so
 results match the XLA paths to float32 rounding, not bit for bit.
 
-Building: the first `available()` in a process compiles cpu_scan.cc (a few seconds) into a cache
+Building: the first `available()` in a process compiles cpu_scan.cc, with cpu_attention.cc (the
+neuron-axis attention, inn_jax.ops.cpu_attention), into one library (a few seconds) in a cache
 directory ($INN_JAX_CACHE, else $XDG_CACHE_HOME/inn_jax, else ~/.cache/inn_jax), named by a hash
-of the source, flags, compiler, jaxlib version and CPU, and loads it; later processes load it.
+of the sources, flags, compiler, jaxlib version and CPU, and loads it; later processes load it.
 The compiler is $CXX, else c++, g++ or clang++ on PATH. Where none builds it, available() is
 False and `unavailable_reason()` says why; method="auto" then runs blocked_scan.
 """
@@ -44,14 +45,21 @@ import jaxlib
 import numpy as np
 
 SOURCE = pathlib.Path(__file__).with_name("cpu_scan.cc")
+# Built with it into the same library: the neuron-axis attention (inn_jax.ops.cpu_attention).
+SOURCES = (SOURCE, SOURCE.with_name("cpu_attention.cc"))
+HEADERS = (SOURCE.with_name("cpu_parallel.h"),)  # Included by both; part of the cache key.
 # Steps per chunk: the backward's buffer of a chunk's states and decays, 2 T S E floats (128 KiB
 # at the INN's S = 8, E = 128), stays in a core's L2.
 MAX_CHUNK = 16
 _FLAGS = ("-O3", "-std=c++17", "-fPIC", "-shared", "-fopenmp-simd", "-fno-trapping-math",
           "-fno-math-errno", "-pthread")
 _NATIVE = ("-march=native",)  # Tried first; dropped where the compiler rejects it.
-_TARGETS = {"forward": "inn_jax_scan_forward", "backward": "inn_jax_scan_backward"}
-_SYMBOLS = {"forward": "InnScanForward", "backward": "InnScanBackward"}
+_TARGETS = {"forward": "inn_jax_scan_forward", "backward": "inn_jax_scan_backward",
+            "attention_forward": "inn_jax_attention_forward",
+            "attention_backward": "inn_jax_attention_backward"}
+_SYMBOLS = {"forward": "InnScanForward", "backward": "InnScanBackward",
+            "attention_forward": "InnAttentionForward",
+            "attention_backward": "InnAttentionBackward"}
 # The build this process registered (its key names its targets) and its library, kept loaded.
 _REGISTERED: dict = {}
 
@@ -106,7 +114,7 @@ def _load() -> tuple[bool, str | None]:
   compiler = _compiler()
   if compiler is None:
     return False, f"cpu_scan: no C++ compiler found (CXX unset; no c++, g++ or clang++ on PATH); {fix}"
-  source = SOURCE.read_bytes()
+  source = b"\0".join(path.read_bytes() for path in (*SOURCES, *HEADERS))
   include = jax.ffi.include_dir()
   last_error = ""
   for extra in (_NATIVE, ()):
@@ -136,6 +144,11 @@ def _load() -> tuple[bool, str | None]:
   return False, f"cpu_scan: {compiler} cannot build {SOURCE.name} ({last_error}); {fix}"
 
 
+def target(name: str) -> str:
+  """The XLA FFI target registered for handler `name` (a key of _TARGETS) in this process."""
+  return f"{_TARGETS[name]}_{_REGISTERED['key']}"
+
+
 def _build(compiler: str, flags, include: str, target: pathlib.Path):
   target.parent.mkdir(parents=True, exist_ok=True)
   # Built beside the target and renamed into place: processes building at once each write
@@ -143,7 +156,7 @@ def _build(compiler: str, flags, include: str, target: pathlib.Path):
   fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
   os.close(fd)
   try:
-    run = subprocess.run([compiler, *flags, f"-I{include}", str(SOURCE), "-o", tmp],
+    run = subprocess.run([compiler, *flags, f"-I{include}", *map(str, SOURCES), "-o", tmp],
                          capture_output=True, text=True, timeout=300)
     if run.returncode != 0:
       raise subprocess.SubprocessError(run.stderr.strip() or f"exit {run.returncode}")
@@ -187,9 +200,8 @@ def scan(u_MLE, dt_MLE, A, B_MLS, C_MLS, h_MES, *, chunk_size: int):
 def _call(name: str, outs, *args, cfg):
   # broadcast_all: a vmapped call gets every operand with the vmapped axes leading, which the
   # kernel merges into its rows (it reads rows from u's size), so one call serves the batch.
-  target = f"{_TARGETS[name]}_{_REGISTERED['key']}"
   chunk, softplus, gate = cfg
-  return jax.ffi.ffi_call(target, outs, vmap_method="broadcast_all")(
+  return jax.ffi.ffi_call(target(name), outs, vmap_method="broadcast_all")(
       *args, chunk=np.int64(chunk), softplus=np.int64(softplus), gate=np.int64(gate))
 
 

@@ -1,0 +1,82 @@
+"""Attention over the neuron axis as a compiled CPU kernel (cpu_attention.cc, built with the scan
+kernel by inn_jax.ops.cpu_scan), with its own VJP.
+
+Why a kernel: the INN's communication attends across N neurons at every (batch, time, head)
+position, B L H tiny N x N problems. XLA's CPU backend runs them as batched dots of a few
+elements each plus transposes into and out of the dots' (batch, time, head)-major layout; here
+each position's scores, softmax and weighted sum run in one pass over q and kv where they lie.
+
+Contract: `attend(q_BnLHK, kv_BNL2HK, keep_BnLHN=None)` returns what
+inn_jax.nn.communication.attend returns, (o_BnLHK, weights_BLHnN), for float32 arrays: weights
+softmax(q k / sqrt(K)) over the N keys, o the values weighted by them (times dropout's scaled
+mask `keep` where given). Differentiable in q and kv (through o and the weights; the mask is
+not differentiated); jit and grad compose with it. One device's arrays on the CPU backend only;
+`available()` says whether the kernel is built (cpu_scan.available()).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from inn_jax.ops import cpu_scan
+
+
+def available() -> bool:
+  """True where the compiled kernels are built and registered (inn_jax.ops.cpu_scan)."""
+  return cpu_scan.available()
+
+
+def applies() -> bool:
+  """available(), and not traced inside a shard_map (manual mesh axes): there a custom VJP's
+  cotangents would have to carry those axes' types, so the XLA path runs."""
+  mesh = jax.sharding.get_abstract_mesh()
+  return available() and not getattr(mesh, "manual_axes", ())
+
+
+def attend(q_BnLHK, kv_BNL2HK, keep_BnLHN=None):
+  """(o_BnLHK, weights_BLHnN); the module docstring's contract. Raises cpu_scan.Unavailable
+  where the kernel is not built."""
+  cpu_scan.require()
+  f32 = jnp.float32
+  masked = keep_BnLHN is not None
+  keep = keep_BnLHN.astype(f32) if masked else jnp.zeros((1,), f32)
+  scale = float(q_BnLHK.shape[-1] ** -0.5)
+  return _core((scale, masked), q_BnLHK.astype(f32), kv_BNL2HK.astype(f32), keep)
+
+
+def _forward(cfg, q, kv, keep):
+  scale, masked = cfg
+  batch, n, length, heads, _ = q.shape
+  outs = (jax.ShapeDtypeStruct(q.shape, jnp.float32),
+          jax.ShapeDtypeStruct((batch, length, heads, n, kv.shape[1]), jnp.float32))
+  return jax.ffi.ffi_call(cpu_scan.target("attention_forward"), outs, vmap_method="sequential")(
+      q, kv, keep, scale=np.float32(scale), masked=np.int64(masked))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _core(cfg, q, kv, keep):
+  return tuple(_forward(cfg, q, kv, keep))
+
+
+def _core_fwd(cfg, q, kv, keep):
+  o, w = _forward(cfg, q, kv, keep)
+  return (o, w), (q, kv, keep, w)
+
+
+def _core_bwd(cfg, res, g):
+  scale, masked = cfg
+  q, kv, keep, w = res
+  go, gw = g
+  outs = (jax.ShapeDtypeStruct(q.shape, jnp.float32), jax.ShapeDtypeStruct(kv.shape, jnp.float32))
+  gq, gkv = jax.ffi.ffi_call(cpu_scan.target("attention_backward"), outs,
+                             vmap_method="sequential")(
+      q, kv, keep, w, go.astype(jnp.float32), gw.astype(jnp.float32), scale=np.float32(scale),
+      masked=np.int64(masked))
+  return gq, gkv, jnp.zeros_like(keep)  # The dropout mask is not differentiated.
+
+
+_core.defvjp(_core_fwd, _core_bwd)
