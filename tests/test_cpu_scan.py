@@ -98,7 +98,7 @@ def test_decay_underflow_and_nan_rows():
 @pytest.fixture
 def fresh_build(monkeypatch, tmp_path):
   """An empty kernel cache and no loaded kernel; afterwards the default build is reloaded."""
-  monkeypatch.setenv("INN_JAX_CACHE", str(tmp_path / "cache"))
+  monkeypatch.setenv("INN_JAX_KERNEL_CACHE", str(tmp_path / "cache"))
   cpu_scan._load.cache_clear()
   scan._cpu_kernel_checked.cache_clear()
   yield tmp_path / "cache"

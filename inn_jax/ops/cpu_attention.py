@@ -48,6 +48,18 @@ def attend(q_BnLHK, kv_BNL2HK, keep_BnLHN=None):
   return _core((scale, masked), q_BnLHK.astype(f32), kv_BNL2HK.astype(f32), keep)
 
 
+def matmul_flops(target_name: str, in_shapes) -> int | None:
+  """2*M*N*K of the dot_generals the XLA path (inn_jax.nn.communication.attend) runs for this
+  kernel's call, so that matmul counts (inn_jax.train.flops) do not depend on which path ran:
+  the forward's two contractions (scores, weighted values), the backward's four (each one's
+  transpose to both operands). None for a target that is not this kernel's."""
+  for name, count in (("attention_forward", 2), ("attention_backward", 4)):
+    if target_name.startswith(cpu_scan._TARGETS[name] + "_"):
+      (batch, n, length, heads, dim), neurons = in_shapes[0], in_shapes[1][1]
+      return count * 2 * batch * n * length * heads * neurons * dim
+  return None
+
+
 def _forward(cfg, q, kv, keep):
   scale, masked = cfg
   batch, n, length, heads, _ = q.shape

@@ -21,7 +21,8 @@ results match the XLA paths to float32 rounding, not bit for bit.
 
 Building: the first `available()` in a process compiles cpu_scan.cc, with cpu_attention.cc (the
 neuron-axis attention, inn_jax.ops.cpu_attention), into one library (a few seconds) in a cache
-directory ($INN_JAX_CACHE, else $XDG_CACHE_HOME/inn_jax, else ~/.cache/inn_jax), named by a hash
+directory ($INN_JAX_KERNEL_CACHE, else $XDG_CACHE_HOME/inn_jax/kernels, else
+~/.cache/inn_jax/kernels), named by a hash
 of the sources, flags, compiler, jaxlib version and CPU, and loads it; later processes load it.
 The compiler is $CXX, else c++, g++ or clang++ on PATH. Where none builds it, available() is
 False and `unavailable_reason()` says why; method="auto" then runs blocked_scan.
@@ -85,11 +86,13 @@ def require():
 
 
 def cache_dir() -> pathlib.Path:
-  base = os.environ.get("INN_JAX_CACHE")
+  """Where built kernels live: $INN_JAX_KERNEL_CACHE, else <XDG cache or ~/.cache>/inn_jax/kernels
+  (apart from the data cache, $INN_JAX_CACHE: a build is this machine's, data is not)."""
+  base = os.environ.get("INN_JAX_KERNEL_CACHE")
   if base:
     return pathlib.Path(base)
   xdg = os.environ.get("XDG_CACHE_HOME")
-  return (pathlib.Path(xdg) if xdg else pathlib.Path.home() / ".cache") / "inn_jax"
+  return (pathlib.Path(xdg) if xdg else pathlib.Path.home() / ".cache") / "inn_jax" / "kernels"
 
 
 def _compiler() -> str | None:

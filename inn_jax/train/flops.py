@@ -2,7 +2,8 @@
 
 What is counted: 2*M*N*K for every `dot_general` (matmuls, einsums, attention's scores and
 values), recursing into sub-jaxprs: `scan` bodies times their trip count (`length`), pjit, remat,
-custom_vjp/custom_jvp calls and cond branches once each (every branch: an upper bound), and
+custom_vjp/custom_jvp calls and cond branches once each (every branch: an upper bound),
+the CPU attention kernel (inn_jax.ops.cpu_attention) as the dot_generals it replaces, and
 `shard_map` bodies (traced at one shard's shapes) times their number of distinct shards: the count
 is of the whole logical computation, the same on any mesh. What is not: elementwise work (the
 selective scan's recurrence, the Mamba's depthwise convolution, activations, norms, softmax),
@@ -26,6 +27,8 @@ import math
 import jax
 import jax.numpy as jnp
 
+from inn_jax.ops import cpu_attention
+
 
 def matmul_flops(jaxpr, mult: int = 1) -> int:
   """2*M*N*K summed over dot_generals, recursing into sub-jaxprs (scan bodies times `length`,
@@ -36,6 +39,10 @@ def matmul_flops(jaxpr, mult: int = 1) -> int:
       (lhs_contract, _), _ = eqn.params["dimension_numbers"]
       k = math.prod(eqn.invars[0].aval.shape[d] for d in lhs_contract)
       total += mult * 2 * k * math.prod(eqn.outvars[0].aval.shape)
+    if eqn.primitive.name == "ffi_call":  # The CPU attention kernel: its XLA path's dots.
+      kernel = cpu_attention.matmul_flops(eqn.params["target_name"],
+                                          [v.aval.shape for v in eqn.invars])
+      total += mult * (kernel or 0)
     inner = mult * (eqn.params.get("length", 1) if eqn.primitive.name == "scan" else 1)
     if eqn.primitive.name == "shard_map":
       inner = mult * _distinct_shards(eqn.params["mesh"], eqn.params["in_specs"])
