@@ -29,9 +29,10 @@ the count the model summary and results.json use), times 3 for the train step. T
 is the best of `--reps` large square matmuls on the same device.
 
 With `--torch_ref` (JSON lines of benchmarks/torch_reference.sh), each INN setting is divided by
-the reference measured on the same machine: the peak-memory target (<= 0.25) applies to K=1
-settings (one batch, like the reference's one batch), the speed target (>= 5.5, goal 7) to the
-`auto` setting (the trainer's defaults); each ratio says whether model and shape match.
+the reference measured on the same machine: by default the peak-memory target (<= 0.25) applies
+to K=1 settings (one batch, like the reference's one batch), the speed target (>= 5.5, goal 7) to
+the `auto` setting (the trainer's defaults); `--targets` states others (an issue's own); each
+ratio says whether model and shape match.
 
 Writes <out>/bench_<device>.json and .md. `--out` defaults to a new folder,
 bench-runs/<YYYYmmdd-HHMMSS> under the current directory; files of an earlier run there are
@@ -283,10 +284,37 @@ def _like_for_like(r: dict, ref: dict, one_batch: bool) -> tuple[bool, str]:
   return not why, ", ".join(why)
 
 
-def torch_ratios(report: dict, ref_lines: list[dict]) -> dict:
+def parse_targets(text: str) -> tuple:
+  """"peak_memory_ratio<=1@K=1,train_tokens_per_s_ratio>=5@K=1" -> TARGETS' rows: each
+  `measure op bound @ settings`, op <= or >=, settings K=1 or auto; a `goal:` prefix makes it a
+  goal. Raises ValueError naming the part and the fix."""
+  out = []
+  for part in (x.strip() for x in text.split(",") if x.strip()):
+    kind, body = ("goal", part[5:]) if part.startswith("goal:") else ("target", part)
+    body, _, applies = body.partition("@")
+    op = "<=" if "<=" in body else ">=" if ">=" in body else None
+    measure, _, bound = body.partition(op) if op else (body, "", "")
+    try:
+      value = float(bound)
+    except ValueError:
+      value = None
+    if (op is None or value is None or measure not in MEASURES or applies not in ("K=1", "auto")
+        or measure == "forward_tokens_per_s_ratio"):
+      raise ValueError(
+          f"--targets {part!r}: not MEASURE<=BOUND@K=1 or MEASURE>=BOUND@auto (optionally "
+          f"goal:...); measures: {', '.join(m for m in MEASURES if m.startswith(('train', 'peak', 'fraction')))}.")
+    out.append((measure, op, value, kind, applies))
+  if not out:
+    raise ValueError(f"--targets {text!r}: names no target; leave the flag out for the "
+                     "defaults.")
+  return tuple(out)
+
+
+def torch_ratios(report: dict, ref_lines: list[dict], targets: tuple = TARGETS) -> dict:
   """Ours / the PyTorch reference's, for each INN setting at the paper size (else at the first
-  size benchmarked), with the targets of TARGETS: each names the settings it applies to, and is
-  met only where the row is like for like with the reference (_like_for_like)."""
+  size benchmarked), with `targets` (TARGETS' rows; --targets): each names the settings it
+  applies to, and is met only where the row is like for like with the reference
+  (_like_for_like)."""
   train = next((r for r in ref_lines if r.get("mode") == "train"), None)
   infer = next((r for r in ref_lines if r.get("mode") == "infer"), None)
   inns = [r for r in report["models"] if r.get("kind") == "inn" and "error" not in r]
@@ -308,7 +336,7 @@ def torch_ratios(report: dict, ref_lines: list[dict]) -> dict:
     if infer:
       s["forward_tokens_per_s_ratio"] = r["forward_tokens_per_s"] / infer["tok_s"]
     s["targets"] = []
-    for measure, op, bound, kind, applies in TARGETS:
+    for measure, op, bound, kind, applies in targets:
       if r["microbatches_requested"] != (1 if applies == "K=1" else 0):
         continue
       like, differs = _like_for_like(r, train, one_batch=applies == "K=1")
@@ -529,6 +557,12 @@ def parse(argv):
                  help="replace the bench_*.json/.md an earlier run left in --out")
   p.add_argument("--torch_ref", nargs="*", default=[], help="JSON-line files from "
                  "benchmarks/torch_reference.sh (train and/or --mode infer)")
+  p.add_argument("--targets", default=None,
+                 help="the targets against --torch_ref, comma-separated MEASURE<=BOUND@K=1 or "
+                      "MEASURE>=BOUND@auto (goal:... for a goal), e.g. "
+                      "'peak_memory_ratio<=1@K=1,train_tokens_per_s_ratio>=5@K=1'; default: "
+                      + ",".join(f"{'goal:' if k == 'goal' else ''}{m}{o}{b:g}@{w}"
+                                 for m, o, b, k, w in TARGETS))
   p.add_argument("--job", help=argparse.SUPPRESS)
   a = p.parse_args(argv)
   if a.job:
@@ -548,6 +582,7 @@ def parse(argv):
     raise ValueError("--warmup must be >= 0 and --matmul_sizes >= 1.")
   a.inn_settings = parse_settings(a.inn_settings, a.batch)
   a.torch_lines = _read_refs(a.torch_ref)
+  a.targets = TARGETS if a.targets is None else parse_targets(a.targets)
   a.out = pathlib.Path(a.out or pathlib.Path("bench-runs") / time.strftime("%Y%m%d-%H%M%S"))
   if a.out.exists() and not a.out.is_dir():
     raise ValueError(f"--out {a.out}: is a file, not a folder; choose another --out.")
@@ -597,7 +632,7 @@ def main(argv=None) -> dict:
 
   def save():
     if a.torch_lines:
-      report["torch_reference"] = torch_ratios(report, a.torch_lines)
+      report["torch_reference"] = torch_ratios(report, a.torch_lines, a.targets)
     stem.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
     stem.with_suffix(".md").write_text(markdown(report))
 

@@ -254,3 +254,23 @@ def test_flop_ceiling_script(tmp_path, monkeypatch):
   assert a["fraction_of_matmul_peak"] > 0 and b["fraction_of_matmul_peak"] > 0
   with pytest.raises(ValueError, match="--out .*c.json: exists; pass --overwrite"):
     module.main(argv)
+
+
+def test_targets_flag_states_an_issues_own_targets():
+  targets = bench.parse_targets("peak_memory_ratio<=1@K=1, train_tokens_per_s_ratio>=5@K=1,"
+                                "goal:train_tokens_per_s_ratio>=7@auto")
+  assert targets == (("peak_memory_ratio", "<=", 1.0, "target", "K=1"),
+                     ("train_tokens_per_s_ratio", ">=", 5.0, "target", "K=1"),
+                     ("train_tokens_per_s_ratio", ">=", 7.0, "goal", "auto"))
+  rows = [_row(1, 1, "none", 90.0, 8.0), _row(0, 8, "none", 130.0, 3.6)]
+  t = bench.torch_ratios({"models": rows, "matmul": {"float32": {"peak_flops_per_s": 100e9}}},
+                         REF, targets)
+  k1, auto = t["settings"]
+  assert {m: (x["bound"], x["met"]) for (m, _), x in _targets(k1).items()} == {
+      "peak_memory_ratio": ("<= 1.0", True), "train_tokens_per_s_ratio": (">= 5.0", False)}
+  assert list(_targets(auto)) == [("train_tokens_per_s_ratio", "goal")]
+  assert "target <= 1.0 | met |" in "\n".join(bench._torch_lines(t))
+  for bad in ("peak_memory_ratio<1@K=1", "speed>=5@K=1", "peak_memory_ratio<=x@K=1",
+              "peak_memory_ratio<=1@K=2", " , "):
+    with pytest.raises(ValueError, match=r"^--targets "):
+      bench.parse_targets(bad)

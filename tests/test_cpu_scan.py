@@ -24,6 +24,16 @@ def rows_inputs(rows=3, length=21, width=13, state=5, per_row=True, seed=0):
           f(rows, width, state)]
 
 
+def plain(u_MLE, dt_MLE, A, B_MLS, C_MLS, h_MES, *, chunk_size):
+  """The kernel as the bare recurrence (blocked_scan.scan's contract, A (E, S) shared or
+  (M, E, S) per row): dt as given, no D, gate or bias."""
+  rows, _, width = u_MLE.shape
+  zeros = jnp.zeros((rows, width), jnp.float32)
+  return cpu_scan.selective(u_MLE, dt_MLE, jnp.broadcast_to(A, (rows, *A.shape[-2:])), B_MLS,
+                            C_MLS, zeros, None, zeros, h_MES, softplus=False,
+                            chunk_size=chunk_size)
+
+
 def numpy_rows(u, dt, A, B, C, h0):
   """The recurrence, one step at a time, in float64: (y_MLE, h_MES)."""
   u, dt, A, B, C, h = (np.asarray(x, np.float64) for x in (u, dt, A, B, C, h0))
@@ -39,7 +49,7 @@ def numpy_rows(u, dt, A, B, C, h0):
 @pytest.mark.parametrize("length, chunk", [(21, 16), (16, 16), (5, 16), (21, 4), (1, 16)])
 def test_values_match_numpy(per_row, length, chunk):
   args = rows_inputs(length=length, per_row=per_row)
-  y, h = jax.jit(lambda *a: cpu_scan.scan(*a, chunk_size=chunk))(*args)
+  y, h = jax.jit(lambda *a: plain(*a, chunk_size=chunk))(*args)
   y_ref, h_ref = numpy_rows(*args)
   np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5 * np.abs(y_ref).max())
   np.testing.assert_allclose(h, h_ref, rtol=1e-5, atol=1e-5 * np.abs(h_ref).max())
@@ -61,7 +71,7 @@ def test_gradients_match_sequential_autodiff(per_row, length, chunk):
   rng = np.random.default_rng(2)
   cotangents = (rng.standard_normal(args[0].shape).astype(np.float32),
                 rng.standard_normal(args[5].shape).astype(np.float32))
-  got = _grads(lambda *a: cpu_scan.scan(*a, chunk_size=chunk), args, cotangents)
+  got = _grads(lambda *a: plain(*a, chunk_size=chunk), args, cotangents)
   want = _grads(scan._sequential, args, cotangents)
   assert [g.shape for g in got] == [a.shape for a in args]
   assert_trees_close(got, want, rtol=1e-4, scaled_atol=1e-5)
@@ -71,7 +81,7 @@ def test_vmap_runs_one_call_over_the_merged_rows():
   """vmap over a leading axis: one ffi call (no loop in the jaxpr), equal to each slice's call."""
   args = rows_inputs(rows=2, length=9, width=8, state=4, per_row=True)
   stacked = [np.stack([a, 0.5 * a]) if i != 1 else np.stack([a, a]) for i, a in enumerate(args)]
-  f = lambda *a: cpu_scan.scan(*a, chunk_size=4)
+  f = lambda *a: plain(*a, chunk_size=4)
   jaxpr = str(jax.make_jaxpr(jax.vmap(f))(*stacked))
   assert jaxpr.count("ffi_call") == 1 and "while" not in jaxpr
   y, h = jax.vmap(f)(*stacked)
@@ -86,11 +96,11 @@ def test_decay_underflow_and_nan_rows():
   one row's input reaches that row's outputs from its step on and no other row's."""
   args = rows_inputs(rows=2, length=6, width=8, state=4, per_row=True)
   args[1][0, 2] = 1e4  # dt A ~ -1e4 at step 2 of row 0: the state before it is forgotten.
-  y, h = cpu_scan.scan(*args, chunk_size=4)
+  y, h = plain(*args, chunk_size=4)
   y_ref, h_ref = numpy_rows(*args)
   np.testing.assert_allclose(y, y_ref, rtol=1e-4, atol=1e-5 * np.abs(y_ref).max())
   args[0][1, 3, 0] = np.nan
-  y, h = cpu_scan.scan(*args, chunk_size=4)
+  y, h = plain(*args, chunk_size=4)
   assert np.isnan(y[1, 3:]).any(axis=-1).all() and not np.isnan(y[1, :3]).any()
   assert np.isfinite(y[0]).all() and np.isnan(h[1]).any() and np.isfinite(h[0]).all()
 
@@ -124,7 +134,7 @@ def test_without_a_compiler_auto_runs_blocked_and_says_why(fresh_build, monkeypa
   assert "\n" not in reason and "no-such-compiler" in reason and "CXX" in reason, reason
   args = rows_inputs()
   with pytest.raises(cpu_scan.Unavailable, match="scan_method='blocked'"):
-    cpu_scan.scan(*args, chunk_size=16)
+    plain(*args, chunk_size=16)
   with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     assert scan.auto_method() == "blocked" == scan.auto_method()

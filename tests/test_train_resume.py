@@ -11,6 +11,7 @@ import shutil
 
 import pytest
 
+from inn_jax.ops import scan
 from inn_jax.train import loop, memory, runner, validate, workdir
 from tests import tiny as testing
 from tests import train_cli
@@ -208,3 +209,39 @@ def test_validation_of_a_stopped_step_is_left_to_the_resumed_run(tmp_path):
   runner.train(resumed)
   rows = [json.loads(line) for line in open(pathlib.Path(config.workdir) / "metrics.jsonl")]
   assert [r["step"] for r in rows if r["split"] == "valid"] == [2, 4]
+
+
+def test_auto_scan_resumes_on_the_path_its_first_start_ran(tmp_path, monkeypatch):
+  """model.scan_method="auto" may resolve otherwise after an upgrade or on another machine (a
+  compiler installed: "blocked" -> "cpu_kernel"); the paths agree only to float rounding, so a
+  resumed run keeps the saved path where it runs, and records the change where it does not."""
+  # The first start, on a machine where "auto" resolves "blocked" (no compiler for cpu_kernel).
+  monkeypatch.setattr(scan, "auto_method", lambda: "blocked")
+  path, config = stopped_run(tmp_path, model__scan_method="auto")
+  monkeypatch.undo()
+  w = pathlib.Path(config.workdir)
+  record = json.loads((w / "config.json").read_text())
+  assert record["resolved"]["scan_method"] == "blocked"
+  elsewhere = tmp_path / "elsewhere"
+  shutil.copytree(w, elsewhere)
+  record["resolved"]["scan_method"] = "pallas"  # As a first start on a GPU would have saved.
+  (elsewhere / "config.json").write_text(json.dumps(record))
+
+  resumed = runner.train(train_cli.load(path, model__scan_method="auto"))
+  assert resumed["scan_method"] == "blocked" and resumed["steps"] == 4
+  assert not (w / workdir.HISTORY_FILE).exists()
+  whole = train_cli.load(path, workdir=tmp_path / "whole", model__scan_method="blocked")
+  runner.train(whole)
+  assert_state_equal(whole, config)
+
+  # The Pallas path does not run on this CPU: "auto" resolves anew, and says so in the history.
+  moved = runner.train(train_cli.load(path, workdir=elsewhere, model__scan_method="auto"))
+  assert moved["scan_method"] == scan.auto_method() != "pallas" and moved["steps"] == 4
+  rows = [json.loads(line) for line in open(elsewhere / workdir.HISTORY_FILE)]
+  assert [(r["step"], r["changes"]) for r in rows] == [
+      (2, {"scan_method": ["pallas", scan.auto_method()]})]
+  # The recorded change is part of the run: resuming it again changes nothing more.
+  again = runner.Run(train_cli.load(path, workdir=elsewhere, model__scan_method="auto",
+                                    train__steps=6, train__allow_changes="true"))
+  assert again.changes == {"train.steps": (4, 6)}
+  again.checkpoints.close()

@@ -63,9 +63,9 @@ struct Index {
   }
 };
 
-ffi::Error Forward(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> kv, ffi::Buffer<ffi::F32> keep,
-                   float scale, int64_t masked, ffi::ResultBuffer<ffi::F32> o,
-                   ffi::ResultBuffer<ffi::F32> w) {
+ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> kv,
+                   ffi::Buffer<ffi::F32> keep, float scale, int64_t masked,
+                   ffi::ResultBuffer<ffi::F32> o, ffi::ResultBuffer<ffi::F32> w) {
   Shape s;
   if (ffi::Error e = shape_of(q, kv, keep, masked, &s); e.failure()) return e;
   const Index at{s};
@@ -75,7 +75,7 @@ ffi::Error Forward(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> kv, ffi::Buffe
   float* po = o->typed_data();
   float* pw = w->typed_data();
   const int64_t K = s.dim, N = s.neurons;
-  inn_jax::parallel_for(s.batch * s.length, [&](int64_t first, int64_t end) {
+  inn_jax::parallel_for(pool, s.batch * s.length, [&](int64_t first, int64_t end) {
     for (int64_t bl = first; bl < end; ++bl) {
       const int64_t b = bl / s.length, l = bl % s.length;
       for (int64_t h = 0; h < s.heads; ++h) {
@@ -111,7 +111,7 @@ ffi::Error Forward(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> kv, ffi::Buffe
   return ffi::Error::Success();
 }
 
-ffi::Error Backward(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> kv,
+ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> kv,
                     ffi::Buffer<ffi::F32> keep, ffi::Buffer<ffi::F32> w,
                     ffi::Buffer<ffi::F32> go, ffi::Buffer<ffi::F32> gw, float scale,
                     int64_t masked, ffi::ResultBuffer<ffi::F32> gq,
@@ -129,7 +129,7 @@ ffi::Error Backward(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> kv,
   float* pgkv = gkv->typed_data();
   const int64_t K = s.dim, N = s.neurons;
   // Each (b, l) position writes only its own slices of gq and gkv, so threads split positions.
-  inn_jax::parallel_for(s.batch * s.length, [&](int64_t first, int64_t end) {
+  inn_jax::parallel_for(pool, s.batch * s.length, [&](int64_t first, int64_t end) {
     std::vector<float> dlogit(N);
     for (int64_t bl = first; bl < end; ++bl) {
       const int64_t b = bl / s.length, l = bl % s.length;
@@ -180,6 +180,7 @@ ffi::Error Backward(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> kv,
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(InnAttentionForward, Forward,
                               ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F32>>()  // q
                                   .Arg<ffi::Buffer<ffi::F32>>()  // kv
                                   .Arg<ffi::Buffer<ffi::F32>>()  // keep (one element unmasked)
@@ -190,6 +191,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(InnAttentionForward, Forward,
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(InnAttentionBackward, Backward,
                               ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F32>>()  // q
                                   .Arg<ffi::Buffer<ffi::F32>>()  // kv
                                   .Arg<ffi::Buffer<ffi::F32>>()  // keep

@@ -125,9 +125,44 @@ inline void step_dt(const float* __restrict delta, const float* __restrict bias,
   }
 }
 
-ffi::Error Forward(ffi::Buffer<ffi::F32> u, ffi::Buffer<ffi::F32> delta, ffi::Buffer<ffi::F32> A,
-                   ffi::Buffer<ffi::F32> B, ffi::Buffer<ffi::F32> C, ffi::Buffer<ffi::F32> D,
-                   ffi::Buffer<ffi::F32> z, ffi::Buffer<ffi::F32> bias,
+// One step of the recurrence for one row, the forward's and the backward's recomputation alike:
+// next = exp(dt A) prev + (dt u) B_t over the (S, E) state and y += sum_s next C_t; `decay`, where
+// given, keeps exp(dt A) for the adjoint. prev and next may be one buffer (the forward updates
+// the state in place): element k of next reads element k of prev alone, which `omp simd`
+// vectorises without a restrict promise between the two.
+inline void recur(const float* __restrict dt, const float* __restrict u,
+                  const float* __restrict A, const float* __restrict Bt,
+                  const float* __restrict Ct, int64_t S, int64_t E, const float* prev, float* next,
+                  float* __restrict y, float* __restrict decay) {
+  for (int64_t s = 0; s < S; ++s) {
+    const float b = Bt[s], c = Ct[s];
+    const float* As = A + s * E;
+    const float* ps = prev + s * E;
+    float* ns = next + s * E;
+    if (decay) {
+      float* ds = decay + s * E;
+      #pragma omp simd
+      for (int64_t e = 0; e < E; ++e) {
+        const float a = exp_f32(dt[e] * As[e]);
+        const float hn = a * ps[e] + dt[e] * u[e] * b;
+        ds[e] = a;
+        ns[e] = hn;
+        y[e] += hn * c;
+      }
+    } else {
+      #pragma omp simd
+      for (int64_t e = 0; e < E; ++e) {
+        const float hn = exp_f32(dt[e] * As[e]) * ps[e] + dt[e] * u[e] * b;
+        ns[e] = hn;
+        y[e] += hn * c;
+      }
+    }
+  }
+}
+
+ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> u, ffi::Buffer<ffi::F32> delta,
+                   ffi::Buffer<ffi::F32> A, ffi::Buffer<ffi::F32> B, ffi::Buffer<ffi::F32> C,
+                   ffi::Buffer<ffi::F32> D, ffi::Buffer<ffi::F32> z, ffi::Buffer<ffi::F32> bias,
                    ffi::Buffer<ffi::F32> h0, int64_t chunk, int64_t softplus, int64_t gate,
                    ffi::ResultBuffer<ffi::F32> y, ffi::ResultBuffer<ffi::F32> hT,
                    ffi::ResultBuffer<ffi::F32> hc) {
@@ -146,8 +181,8 @@ ffi::Error Forward(ffi::Buffer<ffi::F32> u, ffi::Buffer<ffi::F32> delta, ffi::Bu
   float* py = y->typed_data();
   float* phT = hT->typed_data();
   float* phc = hc->typed_data();
-  inn_jax::parallel_for(d.rows, [&](int64_t first, int64_t end) {
-    std::vector<float> dt(E), dtu(E);
+  inn_jax::parallel_for(pool, d.rows, [&](int64_t first, int64_t end) {
+    std::vector<float> dt(E);
     for (int64_t m = first; m < end; ++m) {
       const float* __restrict Am = pA + m * SE;
       const float* __restrict Dm = pD + m * E;
@@ -159,27 +194,11 @@ ffi::Error Forward(ffi::Buffer<ffi::F32> u, ffi::Buffer<ffi::F32> delta, ffi::Bu
         }
         const int64_t rt = m * L + t;
         step_dt(pdelta + rt * E, pbias + m * E, softplus, E, dt.data());
-        const float* __restrict dtt = dt.data();
         const float* __restrict ut = pu + rt * E;
-        const float* __restrict Bt = pB + rt * S;
-        const float* __restrict Ct = pC + rt * S;
         float* __restrict yt = py + rt * E;
         #pragma omp simd
-        for (int64_t e = 0; e < E; ++e) {
-          dtu[e] = dtt[e] * ut[e];
-          yt[e] = Dm[e] * ut[e];
-        }
-        for (int64_t s = 0; s < S; ++s) {
-          const float b = Bt[s], c = Ct[s];
-          float* __restrict hs = h + s * E;
-          const float* __restrict As = Am + s * E;
-          #pragma omp simd
-          for (int64_t e = 0; e < E; ++e) {
-            const float hn = exp_f32(dtt[e] * As[e]) * hs[e] + dtu[e] * b;
-            hs[e] = hn;
-            yt[e] += hn * c;
-          }
-        }
+        for (int64_t e = 0; e < E; ++e) yt[e] = Dm[e] * ut[e];
+        recur(dt.data(), ut, Am, pB + rt * S, pC + rt * S, S, E, h, h, yt, nullptr);
         if (gate) {
           const float* __restrict zt = pz + rt * E;
           #pragma omp simd
@@ -191,7 +210,8 @@ ffi::Error Forward(ffi::Buffer<ffi::F32> u, ffi::Buffer<ffi::F32> delta, ffi::Bu
   return ffi::Error::Success();
 }
 
-ffi::Error Backward(ffi::Buffer<ffi::F32> u, ffi::Buffer<ffi::F32> delta, ffi::Buffer<ffi::F32> A,
+ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> u,
+                    ffi::Buffer<ffi::F32> delta, ffi::Buffer<ffi::F32> A,
                     ffi::Buffer<ffi::F32> B, ffi::Buffer<ffi::F32> C, ffi::Buffer<ffi::F32> D,
                     ffi::Buffer<ffi::F32> z, ffi::Buffer<ffi::F32> bias,
                     ffi::Buffer<ffi::F32> hc, ffi::Buffer<ffi::F32> gy,
@@ -225,7 +245,7 @@ ffi::Error Backward(ffi::Buffer<ffi::F32> u, ffi::Buffer<ffi::F32> delta, ffi::B
   float* pgbias = gbias->typed_data();
   float* pgh0 = gh0->typed_data();
   if (!gate) std::fill(pgz, pgz + gz->element_count(), 0.0f);
-  inn_jax::parallel_for(d.rows, [&](int64_t first, int64_t end) {
+  inn_jax::parallel_for(pool, d.rows, [&](int64_t first, int64_t end) {
     // One chunk's states h_{t0-1} .. h_{t0+T-1} (T + 1 of them), decays a_t (S, E) each, and
     // its dt and scan outputs (E each).
     std::vector<float> hs((T + 1) * SE), as(T * SE), dts(T * E), ys(T * E);
@@ -249,26 +269,10 @@ ffi::Error Backward(ffi::Buffer<ffi::F32> u, ffi::Buffer<ffi::F32> delta, ffi::B
           const int64_t rt = m * L + t0 + i;
           float* __restrict dtt = dts.data() + i * E;
           step_dt(pdelta + rt * E, bm, softplus, E, dtt);
-          const float* __restrict ut = pu + rt * E;
-          const float* __restrict Bt = pB + rt * S;
-          const float* __restrict Ct = pC + rt * S;
-          const float* __restrict prev = hs.data() + i * SE;
-          float* __restrict next = hs.data() + (i + 1) * SE;
-          float* __restrict at = as.data() + i * SE;
           float* __restrict yt = ys.data() + i * E;
-          #pragma omp simd
-          for (int64_t e = 0; e < E; ++e) yt[e] = 0.0f;
-          for (int64_t s = 0; s < S; ++s) {
-            const float b = Bt[s], c = Ct[s];
-            #pragma omp simd
-            for (int64_t e = 0; e < E; ++e) {
-              const float a = exp_f32(dtt[e] * Am[s * E + e]);
-              const float hn = a * prev[s * E + e] + dtt[e] * ut[e] * b;
-              at[s * E + e] = a;
-              next[s * E + e] = hn;
-              yt[e] += hn * c;
-            }
-          }
+          std::fill(yt, yt + E, 0.0f);
+          recur(dtt, pu + rt * E, Am, pB + rt * S, pC + rt * S, S, E, hs.data() + i * SE,
+                hs.data() + (i + 1) * SE, yt, as.data() + i * SE);
         }
         for (int64_t i = n - 1; i >= 0; --i) {
           const int64_t rt = m * L + t0 + i;
@@ -342,6 +346,7 @@ ffi::Error Backward(ffi::Buffer<ffi::F32> u, ffi::Buffer<ffi::F32> delta, ffi::B
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(InnScanForward, Forward,
                               ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F32>>()  // u
                                   .Arg<ffi::Buffer<ffi::F32>>()  // delta
                                   .Arg<ffi::Buffer<ffi::F32>>()  // A
@@ -360,6 +365,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(InnScanForward, Forward,
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(InnScanBackward, Backward,
                               ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F32>>()  // u
                                   .Arg<ffi::Buffer<ffi::F32>>()  // delta
                                   .Arg<ffi::Buffer<ffi::F32>>()  // A

@@ -6,15 +6,15 @@ fusions that stream the state through memory (inn_jax.ops.blocked_scan keeps tha
 cache; it is still a loop of ops), and the softplus, skip and gate around it as more full-size
 passes whose results the backward pass keeps. Here each row's whole recurrence runs in one pass
 with its (S, E) state in L1 and the loops vectorised over E, softplus, D and the gate fused in as
-mamba_ssm's selective_scan_fn fuses them; rows run on the machine's cores. The forward keeps only
+mamba_ssm's selective_scan_fn fuses them; rows are split over XLA's own intra-op threads
+(cpu_parallel.h: no thread is created per call). The forward keeps only
 the state at each chunk's start (M, J, S, E); the backward walks the chunks in reverse,
 recomputing each chunk's dt, decays, states and scan outputs from it into buffers, then runs the
 adjoint recurrence (blocked_scan's docstring writes it out).
 
-Contract: `selective` is the whole op on rows (its docstring); `scan` takes and returns what
-blocked_scan.scan does (u, dt (M, L, E); A (E, S) shared or (M, E, S) per row; B, C (M, L, S);
-h (M, E, S); float32). Both are differentiable in every array and compose with jit, grad and vmap
-(a vmapped call runs as one call over the vmapped axes merged into its rows). They run only on
+Contract: `selective` is the whole op on rows (its docstring), float32, differentiable in every
+array; it composes with jit, grad and vmap (a vmapped call runs as one call over the vmapped axes
+merged into its rows). It runs only on
 the CPU backend, on each device's own rows (inn_jax.ops.scan runs them per shard). exp, log,
 softplus and sigmoid are vectorisable polynomials (relative error about 1e-7, cpu_scan.cc), so
 results match the XLA paths to float32 rounding, not bit for bit.
@@ -189,15 +189,6 @@ def selective(u, delta, A, B, C, D, z, delta_bias, h0, *, softplus: bool, chunk_
   y, h_MSE = _core((sizes(length, chunk_size), bool(softplus), gate), u, delta,
                    jnp.swapaxes(A, 1, 2), B, C, D, z, delta_bias, jnp.swapaxes(h0, 1, 2))
   return y, jnp.swapaxes(h_MSE, 1, 2)
-
-
-def scan(u_MLE, dt_MLE, A, B_MLS, C_MLS, h_MES, *, chunk_size: int):
-  """y_MLE and the final h_MES of h_t = exp(dt_t A) h_{t-1} + dt_t u_t B_t, y_t = <h_t, C_t>
-  (float32 rows, as blocked_scan.scan: A (E, S) shared or (M, E, S) per row)."""
-  rows, _, width = u_MLE.shape
-  zeros = jnp.zeros((rows, width), jnp.float32)
-  return selective(u_MLE, dt_MLE, jnp.broadcast_to(A, (rows, *A.shape[-2:])), B_MLS, C_MLS,
-                   zeros, None, zeros, h_MES, softplus=False, chunk_size=chunk_size)
 
 
 def _call(name: str, outs, *args, cfg):

@@ -119,6 +119,19 @@ def auto_method() -> str:
   return "chunked"
 
 
+def runs_here(method: str) -> bool:
+  """Whether `method` runs, and would be trusted by "auto", on the default backend: the XLA
+  methods anywhere; "cpu_kernel" on a CPU where it builds and passes _cpu_kernel_checked;
+  "pallas" where the kernel is supported and passes _pallas_checked. A resumed run asks it of
+  the path its first start resolved (inn_jax/train/runner.py)."""
+  if method == "pallas":
+    return (pallas_scan.is_supported()
+            and _pallas_checked(jax.devices()[0].device_kind) == "pallas")
+  if method == "cpu_kernel":
+    return jax.default_backend() == "cpu" and _cpu_kernel_checked() == "cpu_kernel"
+  return method in METHODS and method != "auto"
+
+
 def targets_cpu() -> bool:
   """True where what is traced now will run on a CPU: the default backend is the CPU and no
   pallas_scan.traced_for block traces it for a GPU (inn_jax.roofline does). Layout choices that

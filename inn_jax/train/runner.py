@@ -58,6 +58,7 @@ class Run:
     self.changes = {}
     if saved is not None:
       self._accept(workdir_lib.changes(self.saved_flat, config, model_only=not self.resuming))
+    self.config = config = self._resumed_scan_method(config)
     self.corpus = corpus if corpus is not None else data.load_corpus(config.data)
     validate.check_corpus(config, self.corpus)
     self.corpus_sha256 = workdir_lib.corpus_sha256(self.corpus)
@@ -119,6 +120,25 @@ class Run:
           "--config.workdir, or add --config.train.allow_changes=true to resume with these "
           f"changes (recorded in {w}/{workdir_lib.HISTORY_FILE}).")
     self.changes.update(changes)
+
+  def _resumed_scan_method(self, config):
+    """config, with model.scan_method="auto" read on resume as the path the run's first start
+    resolved (saved in config.json) where that path runs here (scan.runs_here): "auto" may
+    resolve otherwise on this machine or version, and the paths agree only to float rounding.
+    Where it does not run (another device kind), "auto" resolves anew and the change is
+    recorded in config_history.jsonl."""
+    saved = self.resolved.get(workdir_lib.SCAN_KEY)
+    if not (self.resuming and saved and config.model.get("scan_method") == "auto"):
+      return config
+    now = scan.auto_method()
+    if saved == now:
+      return config
+    if not scan.runs_here(saved):
+      self.changes[workdir_lib.SCAN_KEY] = (saved, now)
+      return config
+    config = config.copy_and_resolve_references()
+    config.model.scan_method = saved
+    return config
 
   def _check_layout(self):
     saved = self.resolved.get("state_layout_sha256")
@@ -202,6 +222,7 @@ class Run:
       return
     self.workdir.write(self.config, self.corpus.vocab, {
         **self.microbatches, workdir_lib.CORPUS_KEY: self.corpus_sha256,
+        workdir_lib.SCAN_KEY: scan_method(self.config.model),
         workdir_lib.CORPUS_RECORD: self.corpus_record, "state_layout_sha256": self.layout_sha256})
 
   def score(self, params, split: str, *, carry: bool = False, max_windows: int = 0) -> dict:

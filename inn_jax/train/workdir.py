@@ -4,13 +4,15 @@
                           vocabulary size and what that start resolved ("resolved": the micro-batch
                           counts chosen for train.microbatches / eval.microbatches = 0, the
                           corpus's sha256 and its record (corpus_record: name, text sha256 and
-                          length, ids), the layout of the training state)
+                          length, ids), the layout of the training state, the scan path that
+                          model.scan_method = "auto" ran)
     vocab.json            the vocabulary (inn_jax.data.vocab's to_json): sampling needs no corpus
     config_history.jsonl  each change accepted on resume with train.allow_changes=true
 
 On resume every key must equal the saved one (with the accepted changes applied) except NEUTRAL
 keys, which cannot change what the run computes. A micro-batch count of 0 (automatic) means the
-count the run chose at its first start; an explicit count must equal it.
+count the run chose at its first start; an explicit count must equal it. model.scan_method =
+"auto" means the path the first start ran, where that path runs on this machine.
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ NEUTRAL = ("workdir", "mode", "train.stop_at", "train.keep", "train.async_save",
 MICROBATCH_KEYS = ("train.microbatches", "eval.microbatches")
 CORPUS_KEY = "corpus_sha256"  # In "resolved", and compared like a key once the data is read.
 CORPUS_RECORD = "corpus"  # In "resolved" and results.json: corpus_record(), what the run read.
+# In "resolved": the scan path model.scan_method="auto" ran at the first start; a resumed run
+# keeps it where it runs (runner.Run), else the change is recorded under this key.
+SCAN_KEY = "scan_method"
 _ABSENT = "<absent>"
 
 
@@ -153,7 +158,7 @@ class Workdir:
     history = self.path / HISTORY_FILE
     for line in history.read_text().splitlines() if history.is_file() else []:
       for key, (_, new) in json.loads(line)["changes"].items():
-        (resolved if key == CORPUS_KEY else flat)[key] = new
+        (resolved if key in (CORPUS_KEY, SCAN_KEY) else flat)[key] = new
     return flat, resolved
 
   def check_vocab(self, vocab):
