@@ -15,10 +15,10 @@ step (grads: e.g. the dropout keys and micro-batch sums; optimizer; finite_check
 An op without metadata takes the scope most of its fused ops have (a fusion), else the one
 most of the ops using its result have (XLA's copies and broadcasts of constants).
 
-Shares are of the summed op time. On CPU that sum is well under the step's wall time: a step
-runs tens of thousands of small ops (the scans' loop bodies), and the time between them (the
-runtime's dispatch, the tracer's own cost) belongs to no op; the wall time with and without the
-trace is written beside it. Ops may also run at once on several threads. XProf's op_profile
+Shares are of the summed op time. On CPU that sum differs from the step's wall time both ways:
+the time between ops (the runtime's dispatch, the Python call that flattens the state, the
+tracer's own cost) belongs to no op, and ops may run at once on several threads; the wall time
+with and without the trace is written beside it. XProf's op_profile
 tool gives no per-op table for CPU traces (its op stats come from device planes, which a CPU
 trace has none of), hence this script.
 Writes JSON (default benchmarks/results/profile/shares.json) and, beside it (.md), the --top ops
