@@ -164,6 +164,7 @@ def measure(spec: str, steps: int, warmup: int, trace_dir: pathlib.Path, batch: 
   with jax.set_mesh(p.mesh):
     for _ in range(warmup):
       state, _ = compiled(state, x, y)
+    jax.block_until_ready(state)  # Else the warm-up steps still running are timed as well.
     start = time.perf_counter()
     for _ in range(steps):  # The same steps untraced: what the tracer itself costs.
       state, _ = compiled(state, x, y)
