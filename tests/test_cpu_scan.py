@@ -160,7 +160,7 @@ def test_auto_picks_the_kernel_where_it_builds(fresh_build):
 
 
 def test_softplus_and_gate_over_their_whole_range():
-  """The kernel's own softplus, exp and silu (cpu_scan.cc) at arguments from -60 to 60, against
+  """The kernel's own softplus, exp and silu (cpu_math.h) at arguments from -60 to 60, against
   NumPy float64: dt = softplus(delta + bias) from ~1e-26 (where log1p's small-argument form
   matters) to 60, gates from fully closed to fully open."""
   rows, length, width, state = 2, 24, 16, 4

@@ -43,7 +43,7 @@ def test_the_wheel_ships_configs_and_types_not_test_helpers(wheel):
   assert "inn_jax/data/pydoc.txt.xz" in names  # The pinned pydoc corpus (tests/test_corpus_pin.py).
   # The CPU kernels' sources, built where they run.
   assert {"inn_jax/ops/cpu_scan.cc", "inn_jax/ops/cpu_attention.cc",
-          "inn_jax/ops/cpu_parallel.h"} <= names
+          "inn_jax/ops/cpu_parallel.h", "inn_jax/ops/cpu_math.h"} <= names
   assert not [n for n in names if n.endswith("testing.py") or n.startswith("tests/")]
   entry = next(n for n in names if n.endswith("entry_points.txt"))
   assert "inn-train = inn_jax.train.cli:main" in wheel.read(entry).decode()

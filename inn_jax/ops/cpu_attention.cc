@@ -17,6 +17,7 @@
 #include <cstring>
 #include <vector>
 
+#include "cpu_math.h"
 #include "cpu_parallel.h"
 #include "xla/ffi/api/ffi.h"
 
@@ -86,15 +87,18 @@ ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buffer<ff
           for (int64_t j = 0; j < N; ++j) {
             const float* kj = pkv + at.kv(b, j, l, 0, h);
             float dot = 0.0f;
+            #pragma omp simd reduction(+ : dot)
             for (int64_t k = 0; k < K; ++k) dot += qi[k] * kj[k];
             wi[j] = dot * scale;
             top = std::max(top, wi[j]);
           }
           float total = 0.0f;
+          #pragma omp simd reduction(+ : total)
           for (int64_t j = 0; j < N; ++j) {
-            wi[j] = std::exp(wi[j] - top);
+            wi[j] = inn_jax::exp_f32(wi[j] - top);
             total += wi[j];
           }
+          #pragma omp simd
           for (int64_t j = 0; j < N; ++j) wi[j] /= total;
           float* oi = po + at.q(b, i, l, h);
           std::fill(oi, oi + K, 0.0f);
@@ -151,6 +155,7 @@ ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buffer<f
             const float kept = masked ? keepi[j] : 1.0f;
             const float p = wi[j] * kept;
             float dot = 0.0f;
+            #pragma omp simd reduction(+ : dot)
             for (int64_t k = 0; k < K; ++k) {
               dot += goi[k] * vj[k];
               gvj[k] += p * goi[k];

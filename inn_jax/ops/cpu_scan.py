@@ -16,7 +16,7 @@ Contract: `selective` is the whole op on rows (its docstring), float32, differen
 array; it composes with jit, grad and vmap (a vmapped call runs as one call over the vmapped axes
 merged into its rows). It runs only on
 the CPU backend, on each device's own rows (inn_jax.ops.scan runs them per shard). exp, log,
-softplus and sigmoid are vectorisable polynomials (relative error about 1e-7, cpu_scan.cc), so
+softplus and sigmoid are vectorisable polynomials (relative error about 1e-7, cpu_math.h), so
 results match the XLA paths to float32 rounding, not bit for bit.
 
 Building: the first `available()` in a process compiles cpu_scan.cc, with cpu_attention.cc (the
@@ -48,7 +48,8 @@ import numpy as np
 SOURCE = pathlib.Path(__file__).with_name("cpu_scan.cc")
 # Built with it into the same library: the neuron-axis attention (inn_jax.ops.cpu_attention).
 SOURCES = (SOURCE, SOURCE.with_name("cpu_attention.cc"))
-HEADERS = (SOURCE.with_name("cpu_parallel.h"),)  # Included by both; part of the cache key.
+# Included by the sources; part of the cache key.
+HEADERS = (SOURCE.with_name("cpu_parallel.h"), SOURCE.with_name("cpu_math.h"))
 # Steps per chunk: the backward's buffer of a chunk's states and decays, 2 T S E floats (128 KiB
 # at the INN's S = 8, E = 128), stays in a core's L2.
 MAX_CHUNK = 16
