@@ -14,65 +14,67 @@ from tests.trees import assert_trees_close
 
 
 def inputs(batch=2, n=5, length=3, heads=2, dim=4, seed=0, masked=False):
+  """qkv (B, N, L, 3, H, K), as the in-projection lays it out, and dropout's mask or None."""
   rng = np.random.default_rng(seed)
-  q = rng.standard_normal((batch, n, length, heads, dim)).astype(np.float32)
-  kv = rng.standard_normal((batch, n, length, 2, heads, dim)).astype(np.float32)
+  qkv = rng.standard_normal((batch, n, length, 3, heads, dim)).astype(np.float32)
   keep = None
   if masked:  # Dropout's scaled mask at rate 0.3.
     keep = (rng.uniform(size=(batch, n, length, heads, n)) > 0.3).astype(np.float32) / 0.7
-  return q, kv, keep
+  return qkv, keep
 
 
-def numpy_attend(q, kv, keep):
-  """(o_BnLHK, w_BLHnN) in float64, one position at a time."""
-  q, kv = np.asarray(q, np.float64), np.asarray(kv, np.float64)
-  batch, n, length, heads, dim = q.shape
-  o = np.zeros_like(q)
-  w = np.zeros((batch, length, heads, n, kv.shape[1]))
+def numpy_attend(qkv, keep):
+  """(o_BNLHK, w_BLHNN) in float64, one position at a time."""
+  qkv = np.asarray(qkv, np.float64)
+  batch, n, length, _, heads, dim = qkv.shape
+  o = np.zeros((batch, n, length, heads, dim))
+  w = np.zeros((batch, length, heads, n, n))
   for b in range(batch):
     for l in range(length):
       for h in range(heads):
-        s = q[b, :, l, h] @ kv[b, :, l, 0, h].T / np.sqrt(dim)
+        s = qkv[b, :, l, 0, h] @ qkv[b, :, l, 1, h].T / np.sqrt(dim)
         p = np.exp(s - s.max(-1, keepdims=True))
         p /= p.sum(-1, keepdims=True)
         w[b, l, h] = p
         kept = p if keep is None else p * keep[b, :, l, h]
-        o[b, :, l, h] = kept @ kv[b, :, l, 1, h]
+        o[b, :, l, h] = kept @ qkv[b, :, l, 2, h]
   return o, w
 
 
-def jnp_attend(q, kv, keep):
-  """The formula in XLA ops (autodiff gives the reference gradients)."""
-  logits = jnp.einsum("bnlhk,bmlhk->blhnm", q, kv[:, :, :, 0]) * q.shape[-1] ** -0.5
-  w = jax.nn.softmax(logits, axis=-1)
-  kept = w if keep is None else w * jnp.einsum("bnlhm->blhnm", keep)
-  return jnp.einsum("blhnm,bmlhk->bnlhk", kept, kv[:, :, :, 1]), w
+def xla_attend(qkv, keep):
+  """The XLA path Communication runs elsewhere (autodiff gives the reference gradients)."""
+  return communication.attend(qkv[:, :, :, 0], qkv[:, :, :, 1:], keep)
 
 
 @pytest.mark.parametrize("masked", [False, True])
 @pytest.mark.parametrize("n", [1, 4, 7])
 def test_values_match_numpy(masked, n):
-  q, kv, keep = inputs(n=n, masked=masked)
-  o, w = jax.jit(cpu_attention.attend)(q, kv, keep)
-  o_ref, w_ref = numpy_attend(q, kv, keep)
+  qkv, keep = inputs(n=n, masked=masked)
+  o, w = jax.jit(cpu_attention.attend)(qkv, keep)
+  o_ref, w_ref = numpy_attend(qkv, keep)
   assert_trees_close((o, w), (o_ref, w_ref), rtol=1e-5, scaled_atol=1e-6)
+  assert_trees_close(jax.jit(xla_attend)(qkv, keep), (o_ref, w_ref), rtol=1e-5,
+                     scaled_atol=1e-6)
 
 
 @pytest.mark.parametrize("masked", [False, True])
 def test_gradients_match_autodiff_through_outputs_and_weights(masked):
-  """A loss of both outputs (the weights' cotangent included): the gradients of q and kv."""
-  q, kv, keep = inputs(masked=masked, seed=1)
+  """A loss of both outputs (the weights' cotangent included): the gradient of qkv, its
+  queries', keys' and values' parts alike."""
+  qkv, keep = inputs(masked=masked, seed=1)
+  batch, n, length, _, heads, dim = qkv.shape
   rng = np.random.default_rng(2)
-  go = rng.standard_normal(q.shape).astype(np.float32)
-  gw = rng.standard_normal((q.shape[0], q.shape[2], q.shape[3], q.shape[1], kv.shape[1]))
+  go = rng.standard_normal((batch, n, length, heads, dim)).astype(np.float32)
+  gw = rng.standard_normal((batch, length, heads, n, n)).astype(np.float32)
 
   def grads(attend):
-    def loss(q, kv):
-      o, w = attend(q, kv, keep)
-      return jnp.sum(o * go) + jnp.sum(w * gw.astype(np.float32))
-    return jax.jit(jax.grad(loss, argnums=(0, 1)))(q, kv)
+    def loss(qkv):
+      o, w = attend(qkv, keep)
+      return jnp.sum(o * go) + jnp.sum(w * gw)
+    return jax.jit(jax.grad(loss))(qkv)
 
-  got, want = grads(cpu_attention.attend), grads(jnp_attend)
+  got, want = grads(cpu_attention.attend), grads(xla_attend)
+  assert float(jnp.abs(want).max(axis=(0, 1, 2, 4, 5)).min()) > 0  # q, k, v each get some.
   assert_trees_close(got, want, rtol=1e-5, scaled_atol=1e-6)
 
 

@@ -78,12 +78,8 @@ def attend(q_BnLHK, kv_BNL2HK, keep_BnLHN=None):
   population is split over devices) over the keys and values of all N (stacked on axis 3), at
   each (batch, time) position; dropout's scaled mask `keep` applied to the weights. Returns
   (o_BnLHK, weights_BLHnN): the contractions' own (batch, time, head)-major order for the
-  weights. On one CPU device (neurons.cpu_layouts) with the compiled kernels built, the same
-  values from inn_jax.ops.cpu_attention: one pass per position, no batched dots of a few elements
-  and no transposes around them (benchmarks/results/ab_speed_study_inn*.json)."""
-  if neurons.cpu_layouts() and cpu_attention.applies():
-    o_BnLHK, w_BLHnN = cpu_attention.attend(q_BnLHK, kv_BNL2HK, keep_BnLHN)
-    return o_BnLHK.astype(kv_BNL2HK.dtype), w_BLHnN
+  weights. (On one CPU device with the compiled kernels built, Communication runs
+  inn_jax.ops.cpu_attention instead: the same values in one pass per position.)"""
   k_BNLHK, v_BNLHK = kv_BNL2HK[:, :, :, 0], kv_BNL2HK[:, :, :, 1]
   logits_BLHnN = jnp.einsum("bnlhk,bmlhk->blhnm", q_BnLHK, k_BNLHK,
                             preferred_element_type=jnp.float32)
@@ -154,7 +150,16 @@ class Communication(nnx.Module):
     if not off and self.dropout.rate > 0:
       keep_BNLHN = self.dropout(jnp.ones((batch, n, length, self.n_heads, n), jnp.float32),
                                 deterministic=False, rngs=rngs)
-    o_BNLHK, *w = _exchange(*self._qkv(x_BNLD), keep_BNLHN, self.record)
+    qkv_BNL3HK = neurons.on_rows(self.in_proj, x_BNLD).reshape(batch, n, length, 3,
+                                                                self.n_heads, self.head_dim)
+    if neurons.cpu_layouts() and cpu_attention.applies():
+      # One CPU device: the compiled kernel reads q, k and v where the in-projection put them
+      # (inn_jax.ops.cpu_attention): no slices out of qkv, no transposes around batched dots.
+      o_BNLHK, w_BLHNN = cpu_attention.attend(qkv_BNL3HK, keep_BNLHN)
+      o_BNLHK = o_BNLHK.astype(qkv_BNL3HK.dtype)
+      w = [jnp.einsum("blhnm->bnlhm", w_BLHNN)] if self.record else []
+    else:
+      o_BNLHK, *w = _exchange(*_split(qkv_BNL3HK), keep_BNLHN, self.record)
     if self.record:  # For the connectivity analysis (Figure 3); off in training.
       (w_BNLHN,) = w
       w_THNN = jnp.moveaxis(w_BNLHN, 1, 3).reshape(batch * length, self.n_heads, n, n)
@@ -162,15 +167,13 @@ class Communication(nnx.Module):
     o_BNLE = o_BNLHK.reshape(batch, n, length, self.n_heads * self.head_dim)
     return neurons.on_rows(self.out_proj, o_BNLE)
 
-  def _qkv(self, x_BNLD):
-    """q (B, N, L, H, K) and the keys and values stacked, kv (B, N, L, 2, H, K): the fused
-    in-projection's one matmul, split. (One matmul keeps its weight's gradient whole: under a
-    mesh, one all-reduce of the parameter's shape, not one per column block. Keys and values stay
-    one array so a split population gathers them in one all-gather.)"""
-    batch, n, length, _ = x_BNLD.shape
-    qkv_BNL3HK = neurons.on_rows(self.in_proj, x_BNLD).reshape(batch, n, length, 3,
-                                                                self.n_heads, self.head_dim)
-    return qkv_BNL3HK[:, :, :, 0], qkv_BNL3HK[:, :, :, 1:]
+
+def _split(qkv_BNL3HK):
+  """q (B, N, L, H, K) and the keys and values stacked, kv (B, N, L, 2, H, K), out of the fused
+  in-projection's output. (One matmul keeps its weight's gradient whole: under a mesh, one
+  all-reduce of the parameter's shape, not one per column block. Keys and values stay one array
+  so a split population gathers them in one all-gather.)"""
+  return qkv_BNL3HK[:, :, :, 0], qkv_BNL3HK[:, :, :, 1:]
 
 
 def _exchange(q_BNLHK, kv_BNL2HK, keep_BNLHN, weights: bool):
