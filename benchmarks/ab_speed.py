@@ -33,7 +33,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 # Runs inside a commit's checkout: only APIs both sides have (bench.train_parts, loop).
 _MEASURE = r"""
-import json, statistics, sys, time
+import json, resource, statistics, sys, time
 import jax, numpy as np
 from inn_jax import bench
 from inn_jax.train import config as config_lib, loop
@@ -41,6 +41,8 @@ from inn_jax.train import mesh as mesh_lib
 spec, warmup, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 c = config_lib.load(spec)
 c.mesh.data = 1
+if len(sys.argv) > 5:  # Another batch than the config's: rows, tokens per row.
+  c.data.batch_size, c.data.seq_len = int(sys.argv[4]), int(sys.argv[5])
 p = bench.train_parts(c)
 compiled = loop.compile_train_step(p.make_step(c.train.microbatches or 1), p.state, p.shape,
                                    p.mesh, p.compiler_options)
@@ -50,13 +52,20 @@ x, y = (mesh_lib.global_batch(t.astype(np.int32), rows) for t in (tokens[:, :-1]
 state, times = p.state, []
 with jax.set_mesh(p.mesh):
   for i in range(warmup + steps):
+    if i == warmup:
+      before = resource.getrusage(resource.RUSAGE_SELF)
     start = time.perf_counter()
     state, m = compiled(state, x, y)
     jax.block_until_ready(m["loss"])
     if i >= warmup:
       times.append(time.perf_counter() - start)
-print("@@ab " + json.dumps({"step_s": statistics.median(times), "times_s": times,
-                            "shape": list(p.shape), "loss": float(m["loss"])}))
+after = resource.getrusage(resource.RUSAGE_SELF)
+print("@@ab " + json.dumps({
+    "step_s": statistics.median(times), "times_s": times, "shape": list(p.shape),
+    "loss": float(m["loss"]),
+    "minor_faults_per_step": (after.ru_minflt - before.ru_minflt) / steps,
+    "system_s_per_step": (after.ru_stime - before.ru_stime) / steps,
+    "peak_rss_bytes": after.ru_maxrss * 1024}))
 """
 
 
@@ -76,16 +85,35 @@ def remove(path: pathlib.Path):
                  capture_output=True)
 
 
-def measure(tree: pathlib.Path, spec: str, warmup: int, steps: int, timeout: float) -> dict:
-  """One fresh process's median step time for `spec` with `tree`'s inn_jax."""
-  env = dict(os.environ, PYTHONPATH=str(tree))
-  proc = subprocess.run([sys.executable, "-c", _MEASURE, spec, str(warmup), str(steps)],
+def measure(tree: pathlib.Path, spec: str, warmup: int, steps: int, timeout: float,
+            env: dict | None = None, shape: tuple[int, int] | None = None) -> dict:
+  """One fresh process's median step time for `spec` with `tree`'s inn_jax (and its minor page
+  faults and system CPU time a timed step, its peak RSS), in `env` (default: this process's)
+  at `shape` (rows, tokens per row; default: the config's)."""
+  env = dict(os.environ if env is None else env, PYTHONPATH=str(tree))
+  proc = subprocess.run([sys.executable, "-c", _MEASURE, spec, str(warmup), str(steps),
+                         *map(str, shape or ())],
                         cwd=tree, env=env, capture_output=True, text=True, timeout=timeout)
   line = next((l for l in proc.stdout.splitlines() if l.startswith("@@ab ")), None)
   if proc.returncode != 0 or line is None:
     raise RuntimeError(f"measuring {spec} in {tree} failed (exit {proc.returncode}):\n"
                        + proc.stderr[-3000:])
   return json.loads(line[5:])
+
+
+def spread(ratios: list[float]) -> dict:
+  """The rounds' ratios as the reports hold them: median, min, max and each round's."""
+  return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios),
+          "per_round": ratios}
+
+
+def write(report: dict, out: str | None) -> dict:
+  """`report` as JSON at `out` (its folder made), where given; returns it."""
+  if out:
+    path = pathlib.Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=1) + "\n")
+  return report
 
 
 def main(argv=None) -> dict:
@@ -130,18 +158,13 @@ def main(argv=None) -> dict:
       "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
       "tokens_per_s": {side: [b * l / row[side]["step_s"] for row in rounds]
                        for side in ("base", "new")},
-      "ratio_new_over_base": {"median": statistics.median(ratios), "min": min(ratios),
-                              "max": max(ratios), "per_round": ratios},
+      "ratio_new_over_base": spread(ratios),
       "method": ("fresh process per measurement, rounds alternate base then new; the ratio is "
                  "base step time over new step time (new/base tokens/s), median over rounds"),
   }
   print(f"{flags.config}: new/base tokens/s median {report['ratio_new_over_base']['median']:.3f} "
         f"(rounds {min(ratios):.3f}-{max(ratios):.3f})")
-  if flags.out:
-    out = pathlib.Path(flags.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1) + "\n")
-  return report
+  return write(report, flags.out)
 
 
 if __name__ == "__main__":

@@ -7,23 +7,23 @@ cache; it is still a loop of ops), and the softplus, skip and gate around it as 
 passes whose results the backward pass keeps. Here each row's whole recurrence runs in one pass
 with its (S, E) state in L1 and the loops vectorised over E, softplus, D and the gate fused in as
 mamba_ssm's selective_scan_fn fuses them; rows are split over XLA's own intra-op threads
-(cpu_parallel.h: no thread is created per call). The forward keeps only
-the state at each chunk's start (M, J, S, E); the backward walks the chunks in reverse,
-recomputing each chunk's dt, decays, states and scan outputs from it into buffers, then runs the
-adjoint recurrence (blocked_scan's docstring writes it out).
+(cpu_parallel.h: no thread is created per call). The forward keeps only the state at each
+chunk's start (M, J, S, E); the backward walks the chunks in reverse, recomputing each chunk's
+dt, decays, states and scan outputs from it into buffers, then runs the adjoint recurrence
+(blocked_scan's docstring writes it out).
 
 Contract: `selective` is the whole op on rows (its docstring), float32, differentiable in every
 array; it composes with jit, grad and vmap (a vmapped call runs as one call over the vmapped axes
-merged into its rows). It runs only on
-the CPU backend, on each device's own rows (inn_jax.ops.scan runs them per shard). exp, log,
+merged into its rows). It runs only on the CPU backend, on each device's own rows
+(inn_jax.ops.scan runs them per shard). exp, log,
 softplus and sigmoid are vectorisable polynomials (relative error about 1e-7, cpu_math.h), so
 results match the XLA paths to float32 rounding, not bit for bit.
 
 Building: the first `available()` in a process compiles cpu_scan.cc, with cpu_attention.cc (the
 neuron-axis attention, inn_jax.ops.cpu_attention), into one library (a few seconds) in a cache
 directory ($INN_JAX_KERNEL_CACHE, else $XDG_CACHE_HOME/inn_jax/kernels, else
-~/.cache/inn_jax/kernels), named by a hash
-of the sources, flags, compiler, jaxlib version and CPU, and loads it; later processes load it.
+~/.cache/inn_jax/kernels), named by a hash of the sources, flags, compiler, jaxlib version and
+CPU, and loads it; later processes load it.
 The compiler is $CXX, else c++, g++ or clang++ on PATH. Where none builds it, available() is
 False and `unavailable_reason()` says why; method="auto" then runs blocked_scan.
 """
