@@ -1,15 +1,16 @@
 """benchmarks/host_pages.py: the huge-page tunable added to a process's environment, and its flag
 checks."""
 
+import importlib.util
 import pathlib
 import subprocess
 import sys
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "host_pages.py"
-sys.path.insert(0, str(SCRIPT.parent))
-
-import host_pages  # noqa: E402
+_SPEC = importlib.util.spec_from_file_location("host_pages", SCRIPT)
+host_pages = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(host_pages)
 
 
 def test_the_tunable_joins_the_environments_own():
