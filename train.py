@@ -8,8 +8,13 @@ See inn_jax/train/cli.py (errors of the user's making: one line, exit 2).
 
 import sys
 
-from inn_jax.train import cli
-from inn_jax.train.cli import USER_ERRORS, one_line  # noqa: F401 (names tests use)
+from inn_jax.train import host
+
+if __name__ == "__main__":
+  host.start_with_huge_pages()  # Before JAX is imported: glibc reads its tunables at start.
+
+from inn_jax.train import cli  # noqa: E402 (after the restart above)
+from inn_jax.train.cli import USER_ERRORS, one_line  # noqa: E402,F401 (names tests use)
 
 
 def main(argv=None):

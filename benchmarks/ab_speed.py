@@ -6,7 +6,8 @@
 
 Each commit is checked out (git worktree) into a scratch folder beside nothing else, and each
 measurement is a fresh `python -c` process run in that folder (its own inn_jax on sys.path, the
-same interpreter and environment): it builds the trainer's step with `inn_jax.bench.train_parts`
+same interpreter and environment, the process started as that commit's trainer starts its own:
+since inn_jax.train.host, with malloc's huge pages where they apply): it builds the trainer's step with `inn_jax.bench.train_parts`
 (the trainer's model, optimizer, schedule and micro-batch count; random tokens of text8's 27
 symbols: speed does not depend on the data), compiles it, runs `--warmup` steps, then times
 `--steps` steps and prints the median. The rounds alternate base, new, base, new, ... so the
@@ -31,9 +32,15 @@ import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
-# Runs inside a commit's checkout: only APIs both sides have (bench.train_parts, loop).
+# Runs inside a commit's checkout: only APIs both sides have (bench.train_parts, loop), and
+# each side's process started as its trainer starts one.
 _MEASURE = r"""
 import json, resource, statistics, sys, time
+try:  # The process as that commit's trainer starts it (inn_jax.train.host, where it has one).
+  from inn_jax.train import host
+  host.start_with_huge_pages()
+except ImportError:
+  host = None
 import jax, numpy as np
 from inn_jax import bench
 from inn_jax.train import config as config_lib, loop
@@ -65,7 +72,8 @@ print("@@ab " + json.dumps({
     "loss": float(m["loss"]),
     "minor_faults_per_step": (after.ru_minflt - before.ru_minflt) / steps,
     "system_s_per_step": (after.ru_stime - before.ru_stime) / steps,
-    "peak_rss_bytes": after.ru_maxrss * 1024}))
+    "peak_rss_bytes": after.ru_maxrss * 1024,
+    "malloc_huge_pages": bool(host and host.malloc_huge_pages())}))
 """
 
 

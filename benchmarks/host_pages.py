@@ -10,6 +10,8 @@ Why: XLA:CPU allocates each execution's temp buffer with malloc; glibc maps a ch
 fresh and unmaps it when freed, so every step faults the whole buffer in again (4 KiB pages).
 With the tunable, glibc asks the kernel for huge pages on those mappings (where the machine's
 transparent huge pages are `madvise` or `always`): a few faults where there were thousands.
+The trainer starts its process with the tunable where it applies (inn_jax.train.host); here
+the system side turns that off (INN_HUGE_PAGES=0) to measure what it buys.
 The tunable takes effect only at process start, so each side is a fresh process
 (benchmarks/ab_speed.py's measurement, this checkout's inn_jax), rounds alternating system, huge
 pages, system, ...; a side's figures are the median step time, minor page faults and system CPU
@@ -32,14 +34,16 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import ab_speed  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-HUGE_PAGES = "glibc.malloc.hugetlb=1"
+sys.path.insert(0, str(REPO))
+
+from inn_jax.train import host  # noqa: E402
 
 
-def with_huge_pages(env: dict) -> dict:
-  """`env` with glibc's huge-page tunable added to any GLIBC_TUNABLES it has."""
-  tunables = [t for t in env.get("GLIBC_TUNABLES", "").split(":")
-              if t and not t.startswith("glibc.malloc.hugetlb=")]
-  return {**env, "GLIBC_TUNABLES": ":".join([*tunables, HUGE_PAGES])}
+def sides(env: dict) -> dict:
+  """The two sides' environments: "system" (no tunable, and the trainer's own restart with huge
+  pages turned off: INN_HUGE_PAGES=0) and "huge_pages" (the tunable, as the trainer adds it)."""
+  system = {k: v for k, v in env.items() if k != "GLIBC_TUNABLES"}
+  return {"system": {**system, host.OPT_OUT: "0"}, "huge_pages": host.with_huge_pages(env)}
 
 
 def main(argv=None) -> dict:
@@ -59,8 +63,7 @@ def main(argv=None) -> dict:
                  f"{flags.batch} --seq {flags.seq}: rounds and steps >= 1, warmup >= 0, batch "
                  "and seq both 0 (the config's) or both >= 1")
   shape = (flags.batch, flags.seq) if flags.batch else None
-  envs = {"system": {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"},
-          "huge_pages": with_huge_pages(dict(os.environ))}
+  envs = sides(dict(os.environ))
   rounds = []
   for r in range(flags.rounds):
     row = {side: ab_speed.measure(REPO, flags.config, flags.warmup, flags.steps, flags.timeout_s,
@@ -75,7 +78,7 @@ def main(argv=None) -> dict:
   thp = pathlib.Path("/sys/kernel/mm/transparent_hugepage/enabled")
   report = {
       "config": flags.config, "batch": rounds[0]["system"]["shape"], "rounds": flags.rounds,
-      "warmup": flags.warmup, "steps": flags.steps, "tunable": HUGE_PAGES,
+      "warmup": flags.warmup, "steps": flags.steps, "tunable": host.HUGE_PAGES,
       "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
                   "python": platform.python_version(),
                   "transparent_hugepage": thp.read_text().strip() if thp.exists() else None},

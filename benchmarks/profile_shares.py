@@ -41,6 +41,11 @@ import warnings
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
+from inn_jax.train import host  # noqa: E402
+
+if __name__ == "__main__":
+  host.start_with_huge_pages()  # The process as the trainer starts its own, before JAX.
+
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from jax.profiler import ProfileData  # noqa: E402
@@ -262,6 +267,7 @@ def main(argv=None):
                       *(sys.argv[1:] if argv is None else argv)])
   report = {"command": command, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
       "machine": {"cpu_model": cpu, "cpu_cores": os.cpu_count(), "jax": jax.__version__,
+                  "malloc_huge_pages": host.malloc_huge_pages(),
                   "backend": jax.default_backend(),
                   "device_kind": jax.devices()[0].device_kind}, **report,
       "method": __doc__.split("\n\n", 2)[2].strip()}

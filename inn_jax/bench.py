@@ -22,7 +22,8 @@ row. Every row is labelled with its setting and the K it ran, e.g. "K=1, remat r
 "auto (K=8), remat none".
 
 Each measurement runs in a fresh `python -m inn_jax.bench --job` subprocess (this interpreter,
-the current directory), so peak RSS (CPU) or the allocator's peak (GPU) is that row's alone.
+the current directory, the environment the trainer starts its process in: inn_jax.train.host's
+huge pages for malloc where they apply), so peak RSS (CPU) or the allocator's peak (GPU) is that row's alone.
 FLOPs: XLA's cost_analysis of the compiled step, and an analytic count: 2*M*N*K of every
 dot_general in the forward jaxpr (times the trip count of enclosing scans; inn_jax.train.flops,
 the count the model summary and results.json use), times 3 for the train step. The matmul peak
@@ -54,6 +55,7 @@ import time
 import traceback
 import types
 
+from inn_jax.train import host
 from inn_jax.train.flops import matmul_flops  # One count for bench, summary, results.json.
 
 MODELS = ("inn", "mamba", "lstm", "transformer")
@@ -231,7 +233,8 @@ def machine_and_matmul(sizes, dtypes, reps: int) -> dict:
   machine = {"cpu_model": cpu, "cpu_cores": os.cpu_count(), "python": platform.python_version(),
              "jax": jax.__version__, "backend": jax.default_backend(),
              "device_kind": devices[0].device_kind, "device_count": len(devices),
-             "xla_flags": os.environ.get("XLA_FLAGS", "")}
+             "xla_flags": os.environ.get("XLA_FLAGS", ""),
+             "malloc_huge_pages": host.malloc_huge_pages()}
   peaks = {}
   for dtype in dtypes:
     runs = []
@@ -248,6 +251,7 @@ def run_job(job: dict, timeout: float) -> dict:
   """Runs one job in a fresh `python -m inn_jax.bench --job` process (this interpreter, the
   current directory); its result, or {"error": one line}."""
   env = {**os.environ, "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+  env = host.huge_pages_env(env) or env  # Started as the trainer starts its process.
   cmd = [sys.executable, "-m", "inn_jax.bench", "--job", json.dumps(job)]
   try:
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)

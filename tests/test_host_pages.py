@@ -1,10 +1,11 @@
-"""benchmarks/host_pages.py: the huge-page tunable added to a process's environment, and its flag
-checks."""
+"""benchmarks/host_pages.py: its two sides' environments, and its flag checks."""
 
 import importlib.util
 import pathlib
 import subprocess
 import sys
+
+from inn_jax.train import host
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "host_pages.py"
@@ -13,12 +14,14 @@ host_pages = importlib.util.module_from_spec(_SPEC)
 _SPEC.loader.exec_module(host_pages)
 
 
-def test_the_tunable_joins_the_environments_own():
-  assert host_pages.with_huge_pages({"A": "1"}) == {
-      "A": "1", "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
-  got = host_pages.with_huge_pages(
-      {"GLIBC_TUNABLES": "glibc.malloc.arena_max=1:glibc.malloc.hugetlb=0"})
-  assert got["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=1:glibc.malloc.hugetlb=1"
+def test_the_system_side_turns_the_trainers_huge_pages_off_and_the_other_side_on():
+  envs = host_pages.sides({"A": "1", "GLIBC_TUNABLES": "glibc.malloc.arena_max=1"})
+  assert envs["system"] == {"A": "1", "INN_HUGE_PAGES": "0"}
+  assert envs["huge_pages"] == {
+      "A": "1", "GLIBC_TUNABLES": "glibc.malloc.arena_max=1:glibc.malloc.hugetlb=1"}
+  # Neither side is restarted by the trainer's entry points: each is what it says.
+  assert all(host.huge_pages_env(e, mode="madvise", glibc=(2, 36)) is None
+             for e in envs.values())
 
 
 def test_bad_flags_exit_2_with_one_line():

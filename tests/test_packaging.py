@@ -46,7 +46,7 @@ def test_the_wheel_ships_configs_and_types_not_test_helpers(wheel):
           "inn_jax/ops/cpu_parallel.h", "inn_jax/ops/cpu_math.h"} <= names
   assert not [n for n in names if n.endswith("testing.py") or n.startswith("tests/")]
   entry = next(n for n in names if n.endswith("entry_points.txt"))
-  assert "inn-train = inn_jax.train.cli:main" in wheel.read(entry).decode()
+  assert "inn-train = inn_jax.train.__main__:main" in wheel.read(entry).decode()
   meta = wheel.read(next(n for n in names if n.endswith("METADATA"))).decode()
   core = [l for l in meta.splitlines() if l.startswith("Requires-Dist") and "extra ==" not in l]
   assert not [l for l in core if any(p in l for p in ("matplotlib", "tensorboardX", "tqdm"))]

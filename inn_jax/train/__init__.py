@@ -7,8 +7,21 @@
 From Python: `run(load("quickstart"), model=INNConfig(...), corpus=data.corpus_from_arrays(...))`.
 """
 
-from inn_jax.train.config import base_config, from_argv, load, override, paper_model
-from inn_jax.train.runner import Run, evaluate_best, run, train
+import importlib
 
-__all__ = ["Run", "base_config", "evaluate_best", "from_argv", "load", "override", "paper_model",
-           "run", "train"]
+# The names below, imported on first use (PEP 562): `inn_jax.train.host` must run before JAX is
+# imported (it may restart the process), and importing this package must not import JAX for it.
+_EXPORTS = {"base_config": "config", "from_argv": "config", "load": "config",
+            "override": "config", "paper_model": "config", "Run": "runner",
+            "evaluate_best": "runner", "run": "runner", "train": "runner"}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+  if name in _EXPORTS:
+    return getattr(importlib.import_module(f"inn_jax.train.{_EXPORTS[name]}"), name)
+  raise AttributeError(f"module 'inn_jax.train' has no attribute {name!r}")
+
+
+def __dir__():
+  return sorted({*globals(), *_EXPORTS})

@@ -12,7 +12,7 @@ import numpy as np
 from inn_jax import data
 from inn_jax.models import count_params
 from inn_jax.ops import scan
-from inn_jax.train import (checkpoint, evaluate, loop, memory, model_summary,
+from inn_jax.train import (checkpoint, evaluate, host, loop, memory, model_summary,
                            preemption, profile, tracking, validate)
 from inn_jax.train import mesh as mesh_lib
 from inn_jax.train import step as step_lib
@@ -95,13 +95,15 @@ class Run:
     return self._summary
 
   def resolved_now(self) -> dict:
-    """What this run resolved, as HParams keys: micro-batch counts, scan method, sizes."""
+    """What this run resolved, as HParams keys: micro-batch counts, scan method, sizes, the
+    devices, and whether its malloc asks for huge pages (inn_jax.train.host)."""
     devices = jax.devices()
     return {**{f"resolved.{k}": v for k, v in self.microbatches.items()},
             "resolved.scan_method": scan_method(self.config.model) or "None",
             "resolved.vocab_size": self.corpus.vocab.size, "resolved.params": self.n_params,
             "resolved.device_kind": devices[0].device_kind,
-            "resolved.device_count": len(devices)}
+            "resolved.device_count": len(devices),
+            "resolved.malloc_huge_pages": host.malloc_huge_pages()}
 
   def _accept(self, changes: dict):
     """Refuses `changes` to a saved run unless train.allow_changes; eval mode: any change to the
@@ -254,6 +256,7 @@ class Run:
         "dataset": self.config.data.name, workdir_lib.CORPUS_RECORD: self.corpus_record,
         "workdir": str(self.checkpoints.workdir),
         "scan_method": scan_method(self.config.model),
+        "malloc_huge_pages": host.malloc_huge_pages(),
         "microbatches": {k.split(".")[0]: v for k, v in self.microbatches.items()},
         "flops_per_token": self.model_summary()["flops_per_token"],  # Matmuls: train/flops.py.
     }
