@@ -14,7 +14,9 @@ symbols: speed does not depend on the data), compiles it, runs `--warmup` steps,
 shared machine's noise falls on both alike; the ratio is the median over rounds of new / base
 (each round's pair run back to back) with the rounds' min and max beside it.
 
-Writes JSON: both commits, the config, batch, the per-round tokens/s of each side and the ratio.
+Writes JSON: both commits, the config, batch, the per-round tokens/s of each side and the ratio,
+and each measurement's own figures (step times, minor faults, system time, peak RSS, whether
+its malloc asked for huge pages).
 """
 
 from __future__ import annotations
@@ -167,6 +169,7 @@ def main(argv=None) -> dict:
       "tokens_per_s": {side: [b * l / row[side]["step_s"] for row in rounds]
                        for side in ("base", "new")},
       "ratio_new_over_base": spread(ratios),
+      "per_round": [{side: row[side] for side in ("base", "new")} for row in rounds],
       "method": ("fresh process per measurement, rounds alternate base then new; the ratio is "
                  "base step time over new step time (new/base tokens/s), median over rounds"),
   }

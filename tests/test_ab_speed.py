@@ -1,6 +1,7 @@
 """benchmarks/ab_speed.py: two commits' train steps timed alternately, each in its own checkout."""
 
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -33,6 +34,12 @@ def test_a_commit_against_itself(tmp_path):
   c = config_lib.load("quickstart")
   assert report["batch"] == [c.data.batch_size, c.data.seq_len]
   assert len(report["tokens_per_s"]["base"]) == 1 and report["ratio_new_over_base"]["median"] > 0
+  # Each side's process started as its trainer starts one (inn_jax.train.host).
+  from inn_jax.train import host
+  env = dict(os.environ)
+  huge = host.malloc_huge_pages(host.huge_pages_env(env) or env)
+  assert [report["per_round"][0][side]["malloc_huge_pages"] for side in ("base", "new")] == \
+      [huge, huge]
   worktrees = subprocess.run(["git", "worktree", "list"], cwd=REPO, capture_output=True,
                              text=True).stdout
   assert "ab_speed_" not in worktrees
