@@ -79,33 +79,36 @@ inline void step_dt(const float* __restrict delta, const float* __restrict bias,
 // given, keeps exp(dt A) for the adjoint. prev and next may be one buffer (the forward updates
 // the state in place): element k of next reads element k of prev alone, which `omp simd`
 // vectorises without a restrict promise between the two.
-inline void recur(const float* __restrict dt, const float* __restrict u,
-                  const float* __restrict A, const float* __restrict Bt,
-                  const float* __restrict Ct, int64_t S, int64_t E, const float* prev, float* next,
-                  float* __restrict y, float* __restrict decay) {
+template <bool kKeepDecay>
+inline void recur_rows(const float* __restrict dt, const float* __restrict u,
+                       const float* __restrict A, const float* __restrict Bt,
+                       const float* __restrict Ct, int64_t S, int64_t E, const float* prev,
+                       float* next, float* __restrict y, float* __restrict decay) {
   for (int64_t s = 0; s < S; ++s) {
     const float b = Bt[s], c = Ct[s];
     const float* As = A + s * E;
     const float* ps = prev + s * E;
     float* ns = next + s * E;
-    if (decay) {
-      float* ds = decay + s * E;
-      #pragma omp simd
-      for (int64_t e = 0; e < E; ++e) {
-        const float a = exp_f32(dt[e] * As[e]);
-        const float hn = a * ps[e] + dt[e] * u[e] * b;
-        ds[e] = a;
-        ns[e] = hn;
-        y[e] += hn * c;
-      }
-    } else {
-      #pragma omp simd
-      for (int64_t e = 0; e < E; ++e) {
-        const float hn = exp_f32(dt[e] * As[e]) * ps[e] + dt[e] * u[e] * b;
-        ns[e] = hn;
-        y[e] += hn * c;
-      }
+    #pragma omp simd
+    for (int64_t e = 0; e < E; ++e) {
+      const float a = exp_f32(dt[e] * As[e]);
+      const float hn = a * ps[e] + dt[e] * u[e] * b;
+      if constexpr (kKeepDecay) decay[s * E + e] = a;
+      ns[e] = hn;
+      y[e] += hn * c;
     }
+  }
+}
+
+inline void recur(const float* __restrict dt, const float* __restrict u,
+                  const float* __restrict A, const float* __restrict Bt,
+                  const float* __restrict Ct, int64_t S, int64_t E, const float* prev, float* next,
+                  float* __restrict y, float* __restrict decay) {
+  // One loop, compiled twice: the store of the decays is decided outside the vector loop.
+  if (decay) {
+    recur_rows<true>(dt, u, A, Bt, Ct, S, E, prev, next, y, decay);
+  } else {
+    recur_rows<false>(dt, u, A, Bt, Ct, S, E, prev, next, y, nullptr);
   }
 }
 

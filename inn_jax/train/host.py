@@ -69,8 +69,9 @@ def huge_pages_env(env: dict, mode: str | None = None,
 
 
 def malloc_huge_pages(env: dict | None = None) -> bool:
-  """Whether this process's malloc asks for huge pages: its environment named the tunable (set
-  at its start) and the kernel's THP mode honours it."""
+  """Whether this process's malloc asks for transparent huge pages as start_with_huge_pages()
+  arranges: its environment named `glibc.malloc.hugetlb=1` (read at its start) and the kernel's
+  THP mode honours it."""
   env = os.environ if env is None else env
   return (HUGE_PAGES in env.get("GLIBC_TUNABLES", "").split(":") and thp_mode() == "madvise"
           and (glibc_version() or (0, 0)) >= (2, 35))
