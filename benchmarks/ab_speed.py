@@ -7,9 +7,9 @@
 Each commit is checked out (git worktree) into a scratch folder beside nothing else, and each
 measurement is a fresh `python -c` process run in that folder (its own inn_jax on sys.path, the
 same interpreter and environment, the process started as that commit's trainer starts its own:
-since inn_jax.train.host, with malloc's huge pages where they apply): it builds the trainer's step with `inn_jax.bench.train_parts`
-(the trainer's model, optimizer, schedule and micro-batch count; random tokens of text8's 27
-symbols: speed does not depend on the data), compiles it, runs `--warmup` steps, then times
+since inn_jax.train.host, with malloc's huge pages where they apply): it builds the trainer's
+step with `inn_jax.bench.train_parts` (the trainer's model, optimizer, schedule and micro-batch
+count; random tokens of text8's 27 symbols: speed does not depend on the data), compiles it, runs `--warmup` steps, then times
 `--steps` steps and prints the median. The rounds alternate base, new, base, new, ... so the
 shared machine's noise falls on both alike; the ratio is the median over rounds of new / base
 (each round's pair run back to back) with the rounds' min and max beside it.

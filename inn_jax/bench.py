@@ -23,7 +23,8 @@ row. Every row is labelled with its setting and the K it ran, e.g. "K=1, remat r
 
 Each measurement runs in a fresh `python -m inn_jax.bench --job` subprocess (this interpreter,
 the current directory, the environment the trainer starts its process in: inn_jax.train.host's
-huge pages for malloc where they apply), so peak RSS (CPU) or the allocator's peak (GPU) is that row's alone.
+huge pages for malloc where they apply), so peak RSS (CPU) or the allocator's peak (GPU) is that
+row's alone.
 FLOPs: XLA's cost_analysis of the compiled step, and an analytic count: 2*M*N*K of every
 dot_general in the forward jaxpr (times the trip count of enclosing scans; inn_jax.train.flops,
 the count the model summary and results.json use), times 3 for the train step. The matmul peak
@@ -249,7 +250,8 @@ def machine_and_matmul(sizes, dtypes, reps: int) -> dict:
 
 def run_job(job: dict, timeout: float) -> dict:
   """Runs one job in a fresh `python -m inn_jax.bench --job` process (this interpreter, the
-  current directory); its result, or {"error": one line}."""
+  current directory, started as the trainer starts its process); its result, or {"error": one
+  line}."""
   env = {**os.environ, "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
   env = host.huge_pages_env(env) or env  # Started as the trainer starts its process.
   cmd = [sys.executable, "-m", "inn_jax.bench", "--job", json.dumps(job)]
